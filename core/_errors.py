@@ -21,6 +21,10 @@ class ComponentArgumentError(MindplugError, TypeError):
     """Keyword arguments a component's factory does not accept."""
 
 
+class ComponentImportError(MindplugError, ImportError):
+    """A registered component whose target module could not be imported on ``create``."""
+
+
 class PluginLoadError(MindplugError, RuntimeError):
     """A plugin failed to load while strict plugin loading is on."""
 
