@@ -313,7 +313,9 @@ class Registry:
         message = f"Unknown {kind} '{name}'{did_you_mean(name, known)}."
         elsewhere = [e for e in self.entries() if e.spec.kind != kind and name_key(e.spec.name) == name_key(bare)]
         if elsewhere:
-            message += (f" '{bare}' is a {elsewhere[0].spec.kind} (from plugin '{elsewhere[0].plugin}'); "
+            other = elsewhere[0].spec.kind
+            message += (f" '{bare}' is {'an' if other[0] in 'aeiou' else 'a'} {other} "
+                        f"(from plugin '{elsewhere[0].plugin}'); "
                         f"ask for kind='{elsewhere[0].spec.kind}'.")
         suspects = [f for f in self._failures if self._failure_mentions(f, bare)]
         for failure in suspects:
