@@ -17,7 +17,7 @@ from ._registry import API_VERSION, Entry, Registry, default_registry, name_key
 from ._spec import KINDS
 
 ENGINE_COMMANDS = ("train", "validate", "predict", "export", "bench")
-_PLURALS = {kind + "s": kind for kind in KINDS}
+_PLURALS = {kind + ("es" if kind.endswith("s") else "s"): kind for kind in KINDS}
 
 
 def _kind_arg(word: Optional[str]) -> Optional[str]:

@@ -270,9 +270,7 @@ class Registry:
         names = set()
         for e in entries:
             shown = e.canonical_id if counts[(e.spec.kind, name_key(e.spec.name))] > 1 else e.spec.name
-            candidates = (e.spec.name.casefold(), e.canonical_id.casefold())
-            if any(fnmatch.fnmatchcase(c, p) for c in candidates for p in include) and not any(
-                    fnmatch.fnmatchcase(c, p) for c in candidates for p in excluded):
+            if _matches(e, include) and not _matches(e, excluded):
                 names.add(shown)
         return sorted(names, key=lambda n: (n.casefold(), n))
 
@@ -399,6 +397,12 @@ class Registry:
             if not path:
                 raise
             raise type(exc)(f"{path}: {exc}") from exc
+
+
+def _matches(entry: Entry, patterns: List[str]) -> bool:
+    """A pattern with ':' matches canonical ids (``example:*``), any other pattern the bare name."""
+    return any(fnmatch.fnmatchcase((entry.canonical_id if ":" in p else entry.spec.name).casefold(), p)
+               for p in patterns)
 
 
 def _caller_stacklevel() -> int:

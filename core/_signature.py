@@ -74,7 +74,10 @@ def _getattr_path(obj: Any, attr: str) -> Any:
 def live_signature(obj: Callable[..., Any]) -> Tuple[str, str]:
     """``(signature, docstring)`` of an imported object."""
     try:
-        text = str(inspect.signature(obj))
+        try:
+            text = str(inspect.signature(obj, eval_str=True))
+        except NameError:  # an annotation that cannot be evaluated here
+            text = str(inspect.signature(obj))
     except (TypeError, ValueError):
         text = "(...)"
     return text, inspect.getdoc(obj) or ""

@@ -57,6 +57,8 @@ def test_discovers_lists_and_creates():
     assert reg.list() == ["net_a", "net_b"]
     assert reg.list("*_a") == ["net_a"]
     assert reg.list(["net*"], exclude="*b") == ["net_a"]
+    assert reg.list("alpha:*") == ["net_a", "net_b"]
+    assert reg.list("alph*") == []
     assert reg.list(kind="optimizer") == []
     assert reg.create("net_a", num_classes=5) == ("a", 5, 2)
     assert reg.create("alpha:net_a", depth=3) == ("a", 10, 3)
