@@ -1,0 +1,235 @@
+"""Reading MindSpore checkpoints and loading them into a Cell by parameter name, strictly by default.
+
+A checkpoint that is missing, unreadable, or does not fit the network raises ``CheckpointError``
+naming the file and the parameters; nothing is ever silently left at random initialisation.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._errors import CheckpointError
+
+StateDict = Dict[str, np.ndarray]
+Source = Union[str, "os.PathLike[str]", Mapping[str, np.ndarray]]
+
+#: Entries a training checkpoint holds beside the network's weights (optimizer slots, loss-scale and
+#: step counters as MindSpore's train wrappers and MindCV save them); they are not network parameters.
+TRAINING_STATE_PREFIXES: Tuple[str, ...] = (
+    "moments.", "moment1.", "moment2.", "moment3.", "accum.", "accumulation.", "mean_grad.",
+    "mean_square.", "linear.", "vhat.", "exp_avg.", "exp_avg_sq.", "ema.", "swa.", "grad_accum.",
+    "accu_grads.", "optimizer.", "global_step",
+)
+TRAINING_STATE_NAMES: frozenset = frozenset({
+    "learning_rate", "global_step", "momentum", "beta1_power", "beta2_power", "scale_sense",
+    "loss_scale", "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num",
+    "weight_decay", "lr", "ema_decay", "epoch", "step",
+})
+
+_SHOWN = 8  # names listed in an error before "... and N more"
+
+
+def is_training_state(name: str) -> bool:
+    """True for optimizer / train-loop entries (``moments.*``, ``learning_rate``, ``global_step`` ...)."""
+    return name in TRAINING_STATE_NAMES or name.startswith(TRAINING_STATE_PREFIXES)
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f" ... and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@dataclass
+class LoadReport:
+    """What a load did; ``str(report)`` is a one-paragraph summary."""
+
+    source: str
+    loaded: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+    kept_init: List[str] = field(default_factory=list)
+    training_state: List[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every network parameter came from the checkpoint, except those left at init on purpose."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        parts = [f"{self.source}: loaded {len(self.loaded)} parameters"]
+        if self.missing:
+            parts.append(f"missing from the checkpoint ({len(self.missing)}): {_listing(self.missing)}")
+        if self.unexpected:
+            parts.append(f"not in the network ({len(self.unexpected)}): {_listing(self.unexpected)}")
+        if self.mismatched:
+            shown = [f"{n} checkpoint {tuple(a)} vs network {tuple(b)}" for n, a, b in self.mismatched]
+            parts.append(f"shape mismatch ({len(shown)}): {_listing(shown)}")
+        if self.dropped:
+            parts.append(f"dropped on purpose ({len(self.dropped)}): {_listing(self.dropped)}")
+        if self.kept_init:
+            parts.append(f"left at initial values ({len(self.kept_init)}): {_listing(self.kept_init)}")
+        if self.training_state:
+            parts.append(f"ignored {len(self.training_state)} optimizer/training-state entries")
+        return "; ".join(parts)
+
+
+def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
+    """All entries of a ``.ckpt`` (or ``.safetensors``) file as numpy arrays, keyed by name."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint file not found: {path!r}; check the path (relative paths are "
+                              f"resolved from {os.getcwd()!r})")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path!r} is a directory; give the .ckpt file inside it")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint file {path!r} is empty (0 bytes); the save or copy was "
+                              "interrupted: save or copy it again")
+    import mindspore as ms
+
+    fmt = "safetensors" if path.endswith(".safetensors") else "ckpt"
+    try:
+        params = ms.load_checkpoint(path, format=fmt)
+    except Exception as exc:  # MindSpore raises ValueError/RuntimeError/TypeError for bad files
+        raise CheckpointError(f"checkpoint file {path!r} is unreadable or truncated "
+                              f"({os.path.getsize(path)} bytes): {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; "
+                              "re-save or re-download the file") from exc
+    if not params:
+        raise CheckpointError(f"checkpoint file {path!r} holds no parameters; it is not a MindSpore "
+                              "checkpoint or was saved from an empty network")
+    state: StateDict = {}
+    for name, value in params.items():
+        if value.dtype == ms.bfloat16:
+            value = value.astype(ms.float32)
+        state[name] = value.asnumpy()
+    return state
+
+
+def _as_state(source: Source) -> Tuple[StateDict, str]:
+    if isinstance(source, Mapping):
+        return {k: np.asarray(v.asnumpy() if hasattr(v, "asnumpy") else v) for k, v in source.items()}, \
+            "<state dict>"
+    return read_checkpoint(source), os.fspath(source)
+
+
+def load_into(net, source: Source, *, strict: bool = True, drop: Iterable[str] = (),
+              allow_missing: Iterable[str] = (), label: Optional[str] = None) -> LoadReport:
+    """Copy checkpoint entries into ``net``'s parameters by name.
+
+    ``drop``: fnmatch patterns of checkpoint entries to discard on purpose (e.g. a classifier for
+    other classes); ``allow_missing``: patterns of network parameters that may stay at init.
+    Optimizer/training-state entries are never counted as unexpected. With ``strict`` any missing,
+    unexpected or mis-shaped parameter raises ``CheckpointError`` before anything is written.
+    """
+    state, default_label = _as_state(source)
+    drop, allow_missing = tuple(drop), tuple(allow_missing)
+    report = LoadReport(source=label or default_label)
+    params = net.parameters_dict()
+    usable: StateDict = {}
+    for name, value in state.items():
+        if name in params:
+            if _matches(name, drop):
+                report.dropped.append(name)
+            elif tuple(value.shape) != tuple(params[name].shape):
+                report.mismatched.append((name, tuple(value.shape), tuple(params[name].shape)))
+            else:
+                usable[name] = value
+        elif is_training_state(name):
+            report.training_state.append(name)
+        elif _matches(name, drop):
+            report.dropped.append(name)
+        else:
+            report.unexpected.append(name)
+    for name in params:
+        if name in usable or any(m[0] == name for m in report.mismatched):
+            continue
+        (report.kept_init if _matches(name, allow_missing) else report.missing).append(name)
+    if strict and not report.complete:
+        raise CheckpointError(_strict_message(report, net))
+    import mindspore as ms
+
+    for name, value in usable.items():
+        param = params[name]
+        param.set_data(ms.Tensor(value, dtype=param.dtype))
+        report.loaded.append(name)
+    return report
+
+
+def _strict_message(report: LoadReport, net) -> str:
+    lines = [f"checkpoint {report.source!r} does not fit {type(net).__name__}:"]
+    if report.missing:
+        lines.append(f"  {len(report.missing)} network parameters missing from the checkpoint: "
+                     f"{_listing(report.missing)}")
+    if report.unexpected:
+        lines.append(f"  {len(report.unexpected)} checkpoint parameters the network does not have: "
+                     f"{_listing(report.unexpected)}")
+    if report.mismatched:
+        shown = [f"{n} checkpoint {a} vs network {b}" for n, a, b in report.mismatched]
+        lines.append(f"  {len(shown)} shape mismatches: {_listing(shown)}")
+    lines.append("  fix: use the checkpoint of this model and configuration (num_classes, in_channels, "
+                 "aux_logits), or pass strict=False to load only what matches")
+    return "\n".join(lines)
+
+
+def fold_input_channels(state: StateDict, name: str, in_channels: int) -> StateDict:
+    """Adapt an RGB first-conv weight to ``in_channels``: 1 sums the colour filters (grey = R+G+B)."""
+    weight = state.get(name)
+    if weight is None or weight.ndim != 4 or weight.shape[1] == in_channels:
+        return state
+    if in_channels != 1 or weight.shape[1] != 3:
+        raise CheckpointError(f"{name} has {weight.shape[1]} input channels in the checkpoint and the model "
+                              f"{in_channels}; only 3 -> 1 can be folded: use in_channels=3 or 1")
+    adapted = dict(state)
+    adapted[name] = weight.sum(axis=1, keepdims=True)
+    return adapted
+
+
+def load_model_checkpoint(net, source: Source, *, strict: bool = True, first_conv: Optional[str] = None,
+                          classifiers: Sequence[str] = (), optional: Sequence[str] = ()) -> LoadReport:
+    """Load a classification checkpoint into a (possibly reconfigured) model.
+
+    ``first_conv``: the first conv's weight name, folded from RGB when the model takes one channel;
+    ``classifiers``: prefixes of class-count layers (``classifier``, ``aux1.fc2``), dropped with a
+    warning when the checkpoint was trained for another number of classes; ``optional``: fnmatch
+    patterns of parts either side may lack (aux heads, a removed head): dropped from the checkpoint
+    when the network lacks them, left at init with a warning when the checkpoint lacks them.
+    """
+    state, label = _as_state(source)
+    params = net.parameters_dict()
+    if first_conv is not None and first_conv in params:
+        state = fold_input_channels(state, first_conv, int(params[first_conv].shape[1]))
+    drop: List[str] = [p for p in optional if not _in_net(p, params)]  # parts the network lacks
+    allow_missing: List[str] = []
+    other_classes = []
+    for prefix in classifiers:
+        weight, net_weight = state.get(prefix + ".weight"), params.get(prefix + ".weight")
+        if weight is not None and net_weight is not None and weight.shape[0] != net_weight.shape[0]:
+            other_classes.append((prefix, weight.shape[0], net_weight.shape[0]))
+            drop += [prefix + ".weight", prefix + ".bias"]
+            allow_missing += [prefix + ".weight", prefix + ".bias"]
+    if other_classes:
+        names = ", ".join(p for p, _, _ in other_classes)
+        warnings.warn(f"checkpoint {label!r} was trained for {other_classes[0][1]} classes, the model has "
+                      f"{other_classes[0][2]}: {names} keep their initial weights (fine-tuning)",
+                      UserWarning, stacklevel=3)
+    absent = sorted(n for n in params if _matches(n, optional) and n not in state)
+    if absent:
+        allow_missing += absent
+        warnings.warn(f"checkpoint {label!r} has no {_listing(absent)}: they keep their initial weights",
+                      UserWarning, stacklevel=3)
+    return load_into(net, state, strict=strict, drop=drop, allow_missing=allow_missing, label=label)
+
+
+def _in_net(pattern: str, params: Mapping[str, object]) -> bool:
+    return any(fnmatch.fnmatchcase(n, pattern) for n in params)
