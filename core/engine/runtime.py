@@ -1,0 +1,141 @@
+"""Where and how a run executes: device, graph/pynative mode, data-parallel ranks, seeds, console output.
+
+Everything the recipe asks for that this machine cannot do (an Ascend target on a CPU host, ``distribute``
+without an msrun launch) is adapted and reported in ONE notice, not silently and not as a crash.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import numpy as np
+
+from .config import Config
+
+LOG = logging.getLogger("mindplug.engine")
+_MSRUN_ENV = ("MS_WORKER_NUM", "MS_ROLE")
+
+
+@dataclass
+class Runtime:
+    """The facts of this process: device, mode, rank and world size."""
+
+    device: str
+    mode: int
+    rank: int = 0
+    world: int = 1
+    notices: List[str] = field(default_factory=list)
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes checkpoints, logs and plots."""
+        return self.rank == 0
+
+
+def setup_logging(rank: int = 0) -> None:
+    """Plain ``message`` lines on stdout for rank 0; other ranks log warnings only."""
+    if LOG.handlers:
+        LOG.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOG.addHandler(handler)
+    LOG.propagate = False
+    LOG.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+
+
+def launched_by_msrun() -> bool:
+    return all(key in os.environ for key in _MSRUN_ENV)
+
+
+def _available(target: str) -> bool:
+    if target == "CPU":
+        return True
+    try:
+        import mindspore as ms
+
+        return bool(ms.hal.is_available(target))
+    except Exception:  # a backend plugin that fails to load is as good as absent
+        return False
+
+
+def _pick_device(requested: str, notices: List[str]) -> str:
+    if requested == "auto":
+        return next(t for t in ("Ascend", "GPU", "CPU") if _available(t))
+    if _available(requested):
+        return requested
+    notices.append(f"device_target {requested} is not available on this machine: running on CPU")
+    return "CPU"
+
+
+def init_runtime(cfg: Config, *, need_distribution: bool = True) -> Runtime:
+    """Set MindSpore's device and mode, join the msrun group when launched by msrun, seed everything."""
+    import mindspore as ms
+
+    notices: List[str] = []
+    device = _pick_device(cfg.device_target, notices)
+    ms.set_device(device)
+    ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
+    rank, world = 0, 1
+    if need_distribution and launched_by_msrun():
+        from mindspore.communication import get_group_size, get_rank, init
+
+        init()
+        rank, world = get_rank(), get_group_size()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                     device_num=world)
+        if not cfg.distribute:
+            notices.append(f"launched by msrun with {world} workers: training data-parallel although "
+                           f"distribute is False")
+    elif need_distribution and cfg.distribute:
+        notices.append("distribute is True but this process was not launched by msrun: training on one "
+                       "process (use `msrun --worker_num N --local_worker_num N python train.py ...` for "
+                       "data parallel, or --distribute False to silence this)")
+    workers = os.cpu_count() or 1
+    if cfg.num_parallel_workers > workers:
+        notices.append(f"num_parallel_workers {cfg.num_parallel_workers} capped to this machine's {workers} CPUs")
+        cfg.num_parallel_workers = workers
+    if cfg.dataset_sink_mode and device == "CPU":
+        cfg.dataset_sink_mode = False  # sinking needs a device queue; on CPU the host loop is the fast path
+    setup_logging(rank)
+    seed_everything(cfg.seed)
+    runtime = Runtime(device=device, mode=cfg.mode, rank=rank, world=world, notices=notices)
+    if notices and runtime.is_main:
+        LOG.warning("notice: " + "; ".join(notices) + ".")
+    return runtime
+
+
+def seed_everything(seed: int) -> None:
+    """The same seed on every rank, so every rank builds identical initial weights."""
+    import mindspore as ms
+    import mindspore.dataset as ds
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    ms.set_seed(seed)
+    ds.config.set_seed(seed % 2**32)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order, augmentation and dropout: a function of (seed, epoch) only,
+    so an interrupted and resumed run draws exactly what an uninterrupted one draws."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch]).generate_state(1)[0] % (2**31 - 1))
+
+
+def is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def describe(value: Any) -> str:
+    return value if isinstance(value, str) else repr(value)

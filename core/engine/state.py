@@ -1,0 +1,176 @@
+"""Training checkpoints that never lose work: weights files for users, state files for resuming.
+
+Each save writes two files, each atomically (a temp file in the same directory, fsync, ``os.replace``),
+so a crash mid-write leaves the previous checkpoint intact:
+
+- ``<dir>/<model>-<epoch>_<step>.ckpt``: the network's parameters only (the EMA weights when EMA is on),
+  loadable by name into the model, as the reference system's checkpoints are;
+- ``<dir>/state/<model>-<epoch>_<step>.ckpt``: the raw weights, optimizer slots and step counter,
+  EMA weights, loss-scale state, gradient-accumulation buffers and a JSON record of the loop position
+  (epoch, step, global step, seed, steps per epoch, history, best metric).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .._errors import CheckpointError
+
+META_KEY = "mindplug.train_state"
+STATE_DIR = "state"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^(?P<model>.+)-(?P<epoch>\d+)_(?P<step>\d+)\.ckpt$")
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands: ``epoch`` epochs are complete, plus ``step`` steps of the next one."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    seed: int = 0
+    steps_per_epoch: int = 0
+    epoch_size: int = 0
+    world: int = 1
+    batch_size: int = 0
+    model: str = ""
+    num_classes: int = 0
+    best_metric: Optional[float] = None
+    best_epoch: Optional[int] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    saved: List[str] = field(default_factory=list)
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> "LoopState":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"train state {source!r} has a damaged loop record: {exc}") from None
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def atomic_save(entries: Any, path: str, append: Optional[Dict[str, Any]] = None) -> None:
+    """``mindspore.save_checkpoint`` into a temp file beside ``path``, then rename over it."""
+    import mindspore as ms
+
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)[:-5]}.tmp{os.getpid()}.ckpt")
+    try:
+        ms.save_checkpoint(entries, tmp, append_dict=append)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def entries_of(params: Sequence[Any], prefix: str = "") -> List[Dict[str, Any]]:
+    """``[{'name', 'data'}]`` records for ``save_checkpoint``; copies, so training can go on meanwhile."""
+    return [{"name": prefix + p.name, "data": p.value().copy() if hasattr(p, "value") else p} for p in params]
+
+
+def checkpoint_name(model: str, epoch: int, step: int) -> str:
+    """The reference system's file name: ``<model>-<epoch>_<step>.ckpt`` (epoch counted from 1)."""
+    return f"{model.replace(':', '_')}-{epoch}_{step}.ckpt"
+
+
+def state_path_for(weights_path: str) -> str:
+    """The state file that belongs to a weights file."""
+    return os.path.join(os.path.dirname(os.path.abspath(weights_path)), STATE_DIR, os.path.basename(weights_path))
+
+
+def read_state(path: str) -> Tuple[LoopState, Dict[str, Any]]:
+    """(loop record, {name: Parameter}) of a state file; a clear error when it is not one."""
+    import mindspore as ms
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint to resume from not found: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint {path!r} is empty (0 bytes): it was cut off while being written")
+    try:
+        params = ms.load_checkpoint(path)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path!r} is unreadable or truncated: {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    meta = params.pop(META_KEY, None)
+    if not isinstance(meta, str):
+        sibling = state_path_for(path)
+        hint = f"; its train state would be {sibling!r}" if os.path.isfile(sibling) else ""
+        raise CheckpointError(f"{path!r} holds weights only, not a training state, so it cannot be resumed "
+                              f"exactly{hint}. Resume with --resume (the newest state in ckpt_save_dir) or a "
+                              f"file under '{STATE_DIR}/'; or start from these weights with --ckpt_path")
+    return LoopState.from_json(meta, path), params
+
+
+def is_state_file(path: str) -> bool:
+    """True when ``path`` is a train-state file (reads only the file, not the network)."""
+    try:
+        read_state(path)
+        return True
+    except CheckpointError:
+        return False
+
+
+def newest_state(save_dir: str) -> Optional[str]:
+    """The newest complete state file in ``save_dir/state`` by its loop position, or None."""
+    best: Optional[Tuple[Tuple[int, int, float], str]] = None
+    for path in glob.glob(os.path.join(save_dir, STATE_DIR, "*.ckpt")):
+        if os.path.basename(path).startswith("."):
+            continue  # an unfinished temp file
+        match = _NAME.match(os.path.basename(path))
+        position = (int(match["epoch"]), int(match["step"])) if match else (-1, -1)
+        key = (position[0], position[1], os.path.getmtime(path))
+        if best is None or key > best[0]:
+            best = (key, path)
+    return best[1] if best else None
+
+
+def resolve_resume(resume: Any, ckpt_path: str, resume_opt: bool, save_dir: str) -> Optional[str]:
+    """The state file a run continues from, or None for a fresh run. Errors are raised before any work."""
+    if isinstance(resume, str) and resume:
+        path = resume
+    elif resume is True:
+        path = newest_state(save_dir) or ""
+        if not path:
+            raise CheckpointError(f"--resume: no train state found in {os.path.join(save_dir, STATE_DIR)!r}; "
+                                  f"check ckpt_save_dir, or give the checkpoint path: --resume PATH")
+    elif ckpt_path and resume_opt:
+        path = ckpt_path
+    else:
+        return None
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint to resume from not found: {path!r}")
+    if not is_state_file(path) and os.path.isfile(state_path_for(path)):
+        path = state_path_for(path)  # a weights file: continue from the state saved with it
+    read_state(path)  # fails now, with the reason, rather than after the data is loaded
+    return path
+
+
+def prune(save_dir: str, keep: int, saved: List[str], scores: Dict[str, float], policy: str) -> List[str]:
+    """Delete weights+state files beyond ``keep``: the oldest (latest_k) or the least accurate (top_k)."""
+    if len(saved) <= keep:
+        return saved
+    if policy == "top_k" and scores:
+        ranked = sorted(saved, key=lambda n: (scores.get(n, float("-inf")), saved.index(n)), reverse=True)
+        kept = [n for n in saved if n in ranked[:keep]]
+    else:
+        kept = saved[-keep:]
+    for name in saved:
+        if name in kept:
+            continue
+        for path in (os.path.join(save_dir, name), os.path.join(save_dir, STATE_DIR, name)):
+            if os.path.exists(path):
+                os.remove(path)
+    return kept

@@ -1,0 +1,200 @@
+"""The compiled pieces of a training step: forward+backward, loss scaling, clipping, accumulation, update.
+
+Two step cells share their state (loss scale, accumulation buffers): ``accumulate`` adds a micro-batch's
+gradients to the buffers, ``apply`` adds the last one and updates the weights. The Python loop picks which
+to call, so neither graph needs control flow on the step count.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+
+_SCALE_FACTOR = 2.0
+_SCALE_WINDOW = 1000
+
+_scale = ops.MultitypeFuncGraph("scale")
+_add_into = ops.MultitypeFuncGraph("add_into")
+_mean_with = ops.MultitypeFuncGraph("mean_with")
+_zero = ops.MultitypeFuncGraph("zero")
+_average = ops.MultitypeFuncGraph("average")
+
+
+@_scale.register("Tensor", "Tensor")
+def _scale_tensor(factor: Tensor, grad: Tensor) -> Tensor:
+    return grad * factor.astype(grad.dtype)
+
+
+@_add_into.register("Tensor", "Tensor")
+def _add_into_tensor(buffer: Tensor, grad: Tensor) -> Tensor:
+    return ops.assign_add(buffer, grad)
+
+
+@_mean_with.register("Number", "Tensor", "Tensor")
+def _mean_with_tensor(inv_count: float, buffer: Tensor, grad: Tensor) -> Tensor:
+    return (buffer + grad) * inv_count
+
+
+@_zero.register("Tensor")
+def _zero_tensor(buffer: Tensor) -> Tensor:
+    return ops.assign(buffer, ops.zeros_like(buffer))
+
+
+@_average.register("Number", "Tensor", "Tensor")
+def _average_tensor(decay: float, shadow: Tensor, weight: Tensor) -> Tensor:
+    return ops.assign(shadow, shadow * decay + weight * (1.0 - decay))
+
+
+class WithLoss(nn.Cell):
+    """net + loss as one cell; the loss receives the raw output (a tuple when aux heads are on)."""
+
+    def __init__(self, net: nn.Cell, loss_fn: nn.Cell):
+        super().__init__(auto_prefix=False)
+        self.net = net
+        self.loss_fn = loss_fn
+
+    def construct(self, images: Tensor, labels: Tensor) -> Tensor:
+        return self.loss_fn(self.net(images), labels)
+
+
+class StepState:
+    """Loss-scale value, its growth counter and the accumulation buffers: saved in train-state files."""
+
+    def __init__(self, weights: Sequence[Parameter], loss_scale: float, accumulate: int):
+        self.scale = Parameter(Tensor(np.float32(loss_scale)), name="loss_scale", requires_grad=False)
+        self.good_steps = Parameter(Tensor(np.int32(0)), name="loss_scale_good_steps", requires_grad=False)
+        self.buffers: List[Parameter] = []
+        if accumulate > 1:
+            self.buffers = [Parameter(ops.zeros(w.shape, w.dtype), name="grad_accum." + w.name,
+                                      requires_grad=False) for w in weights]
+
+    def parameters(self) -> List[Parameter]:
+        return [self.scale, self.good_steps] + self.buffers
+
+
+class TrainStep(nn.Cell):
+    """One micro-step; ``apply=True`` also updates the weights (optimizer, optional clip, overflow skip).
+
+    ``dynamic``: the loss scale halves on overflow and doubles after a window of finite steps;
+    ``skip_overflow``: a step with non-finite gradients leaves the weights unchanged.
+    """
+
+    def __init__(self, with_loss: nn.Cell, optimizer: nn.Optimizer, state: StepState, *, apply: bool,
+                 accumulate: int = 1, clip_value: Optional[float] = None, dynamic: bool = False,
+                 skip_overflow: bool = False, reducer: Optional[nn.Cell] = None):
+        super().__init__(auto_prefix=False)
+        self.with_loss = with_loss
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
+        self.scale = state.scale
+        self.good_steps = state.good_steps
+        self.buffers = ms.ParameterTuple(state.buffers) if state.buffers else None
+        self.apply = apply
+        self.accumulate = accumulate
+        self.inv_accumulate = 1.0 / accumulate
+        self.clip = clip_value is not None
+        self.clip_value = float(clip_value or 1.0)
+        self.dynamic = dynamic
+        self.skip_overflow = skip_overflow or dynamic
+        self.reducer = reducer
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self, images: Tensor, labels: Tensor) -> Any:
+        loss = self.with_loss(images, labels)
+        sens = ops.fill(loss.dtype, loss.shape, 1.0) * self.scale.astype(loss.dtype)
+        grads = self.grad(self.with_loss, self.weights)(images, labels, sens)
+        if self.reducer is not None:
+            grads = self.reducer(grads)
+        inv = ops.reciprocal(self.scale)
+        grads = self.hyper_map(ops.partial(_scale, inv), grads)
+        if self.buffers is not None:
+            if not self.apply:
+                loss = ops.depend(loss, self.hyper_map(_add_into, self.buffers, grads))
+                return loss, ms.amp.all_finite(grads)
+            grads = self.hyper_map(ops.partial(_mean_with, self.inv_accumulate), self.buffers, grads)
+            grads = ops.depend(grads, self.hyper_map(_zero, self.buffers))
+        finite = ms.amp.all_finite(grads)
+        if self.clip:
+            grads = ops.clip_by_global_norm(grads, self.clip_value)
+        if self.dynamic:
+            loss = ops.depend(loss, self._adjust(finite))
+        if self.skip_overflow:
+            if finite:
+                loss = ops.depend(loss, self.optimizer(grads))
+        else:
+            loss = ops.depend(loss, self.optimizer(grads))
+        return loss, finite
+
+    def _adjust(self, finite: Tensor) -> Tensor:
+        good = ops.select(finite, self.good_steps + 1, ops.zeros_like(self.good_steps))
+        grow = good >= _SCALE_WINDOW
+        scale = ops.select(finite, ops.select(grow, self.scale * _SCALE_FACTOR, self.scale),
+                           ops.maximum(self.scale / _SCALE_FACTOR, ops.ones_like(self.scale)))
+        good = ops.select(grow, ops.zeros_like(good), good)
+        return ops.depend(ops.assign(self.scale, scale), ops.assign(self.good_steps, good))
+
+
+class EMA(nn.Cell):
+    """Exponential moving average of the weights, updated after every optimizer step."""
+
+    def __init__(self, weights: Sequence[Parameter], decay: float):
+        super().__init__(auto_prefix=False)
+        self.weights = ms.ParameterTuple(list(weights))
+        self.shadow = ms.ParameterTuple([Parameter(w.value().copy(), name="ema." + w.name, requires_grad=False)
+                                         for w in weights])
+        self.decay = float(decay)
+        self.hyper_map = ops.HyperMap()
+
+    def construct(self) -> Tensor:
+        return self.hyper_map(ops.partial(_average, self.decay), self.shadow, self.weights)
+
+
+class EvalStep(nn.Cell):
+    """Top-1 and top-k hit counts and the summed cross-entropy of one batch (counts, so ranks can sum)."""
+
+    def __init__(self, net: nn.Cell, k: int):
+        super().__init__(auto_prefix=False)
+        self.net = net
+        self.k = k
+        self.ce = nn.CrossEntropyLoss(reduction="sum")
+
+    def construct(self, images: Tensor, labels: Tensor) -> Any:
+        logits = self.net(images)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        logits = logits.astype(ms.float32)
+        loss = self.ce(logits, labels)
+        top = ops.topk(logits, self.k)[1]
+        hits = ops.equal(top, labels.reshape((-1, 1))).astype(ms.float32)
+        return hits[:, 0].sum(), hits.sum(), loss
+
+
+class SumOverRanks(nn.Cell):
+    """All-reduce sum of a small count vector, so validation metrics cover the whole validation set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+
+    def construct(self, x: Tensor) -> Tensor:
+        return self.all_reduce(x)
+
+
+def stochastic_primitives(net: nn.Cell) -> List[Any]:
+    """Random primitives whose state lives in the kernel (dropout): reseeded per epoch by the loop."""
+    found = []
+    for _, cell in net.cells_and_names():
+        for value in vars(cell).values():
+            if isinstance(value, ops.Primitive) and "Seed0" in value.attrs and "Seed1" in value.attrs:
+                found.append(value)
+    return found
+
+
+def reseed(primitives: Sequence[Any], seed: int) -> None:
+    """Give every stateful random primitive a seed derived from ``seed``; takes effect at the next compile."""
+    for index, prim in enumerate(primitives):
+        prim.add_prim_attr("Seed0", int((seed + 7919 * index) % (2**31 - 1)))
+        prim.add_prim_attr("Seed1", int((seed * 31 + index) % (2**31 - 1)))
