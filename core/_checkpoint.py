@@ -21,10 +21,12 @@ Source = Union[str, "os.PathLike[str]", Mapping[str, np.ndarray]]
 #: Entries a training checkpoint holds beside the network's weights (optimizer slots, loss-scale and
 #: step counters as MindSpore's train wrappers and MindCV save them); they are not network parameters.
 TRAINING_STATE_PREFIXES: Tuple[str, ...] = (
-    "moments.", "moment1.", "moment2.", "moment3.", "accum.", "accumulation.", "mean_grad.",
-    "mean_square.", "linear.", "vhat.", "exp_avg.", "exp_avg_sq.", "ema.", "swa.", "grad_accum.",
-    "accu_grads.", "optimizer.", "global_step",
+    "moments.", "moment.", "moment1.", "moment2.", "moment3.", "adam_m.", "adam_v.", "lamb_m.", "lamb_v.",
+    "accum.", "accumulation.", "mean_grad.", "mean_square.", "linear.", "vhat.", "exp_avg.", "exp_avg_sq.",
+    "prev_gradient.", "ema.", "swa.", "grad_accum.", "accu_grads.", "optimizer.",
 )
+#: MindCV keeps the EMA copy of each weight as ``ema.<name>`` in the same file.
+EMA_PREFIX = "ema."
 TRAINING_STATE_NAMES: frozenset = frozenset({
     "learning_rate", "global_step", "momentum", "beta1_power", "beta2_power", "scale_sense",
     "loss_scale", "current_iterator_step", "last_overflow_iterator_step", "epoch_num", "step_num",
@@ -110,29 +112,43 @@ def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
                               "checkpoint or was saved from an empty network")
     state: StateDict = {}
     for name, value in params.items():
+        if isinstance(value, str):
+            continue  # text metadata saved with append_dict, not a tensor
         if value.dtype == ms.bfloat16:
             value = value.astype(ms.float32)
         state[name] = value.asnumpy()
     return state
 
 
-def _as_state(source: Source) -> Tuple[StateDict, str]:
+def _as_state(source: Source, ema: bool = False) -> Tuple[StateDict, str]:
     if isinstance(source, Mapping):
-        return {k: np.asarray(v.asnumpy() if hasattr(v, "asnumpy") else v) for k, v in source.items()}, \
-            "<state dict>"
-    return read_checkpoint(source), os.fspath(source)
+        state = {k: np.asarray(v.asnumpy() if hasattr(v, "asnumpy") else v) for k, v in source.items()}
+        label = "<state dict>"
+    else:
+        state, label = read_checkpoint(source), os.fspath(source)
+    return (select_ema(state, label) if ema else state), label
+
+
+def select_ema(state: StateDict, label: str = "<state dict>") -> StateDict:
+    """The EMA weights (``ema.<name>``) of a checkpoint under the network's names."""
+    averaged = {k[len(EMA_PREFIX):]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
+    if not averaged:
+        raise CheckpointError(f"checkpoint {label!r} has no EMA weights ('{EMA_PREFIX}*' entries); it was "
+                              "trained without ema: load it with ema=False")
+    return averaged
 
 
 def load_into(net, source: Source, *, strict: bool = True, drop: Iterable[str] = (),
-              allow_missing: Iterable[str] = (), label: Optional[str] = None) -> LoadReport:
+              allow_missing: Iterable[str] = (), ema: bool = False, label: Optional[str] = None) -> LoadReport:
     """Copy checkpoint entries into ``net``'s parameters by name.
 
     ``drop``: fnmatch patterns of checkpoint entries to discard on purpose (e.g. a classifier for
     other classes); ``allow_missing``: patterns of network parameters that may stay at init.
-    Optimizer/training-state entries are never counted as unexpected. With ``strict`` any missing,
+    Optimizer/training-state entries are never counted as unexpected; ``ema`` loads the EMA copies
+    (``ema.<name>``) instead of the raw weights. With ``strict`` any missing,
     unexpected or mis-shaped parameter raises ``CheckpointError`` before anything is written.
     """
-    state, default_label = _as_state(source)
+    state, default_label = _as_state(source, ema)
     drop, allow_missing = tuple(drop), tuple(allow_missing)
     report = LoadReport(source=label or default_label)
     params = net.parameters_dict()
@@ -196,16 +212,18 @@ def fold_input_channels(state: StateDict, name: str, in_channels: int) -> StateD
 
 
 def load_model_checkpoint(net, source: Source, *, strict: bool = True, first_conv: Optional[str] = None,
-                          classifiers: Sequence[str] = (), optional: Sequence[str] = ()) -> LoadReport:
+                          classifiers: Sequence[str] = (), optional: Sequence[str] = (),
+                          ema: bool = False) -> LoadReport:
     """Load a classification checkpoint into a (possibly reconfigured) model.
 
     ``first_conv``: the first conv's weight name, folded from RGB when the model takes one channel;
     ``classifiers``: prefixes of class-count layers (``classifier``, ``aux1.fc2``), dropped with a
     warning when the checkpoint was trained for another number of classes; ``optional``: fnmatch
     patterns of parts either side may lack (aux heads, a removed head): dropped from the checkpoint
-    when the network lacks them, left at init with a warning when the checkpoint lacks them.
+    when the network lacks them, left at init with a warning when the checkpoint lacks them;
+    ``ema``: load the checkpoint's EMA weights.
     """
-    state, label = _as_state(source)
+    state, label = _as_state(source, ema)
     params = net.parameters_dict()
     if first_conv is not None and first_conv in params:
         state = fold_input_channels(state, first_conv, int(params[first_conv].shape[1]))

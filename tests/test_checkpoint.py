@@ -274,3 +274,19 @@ def test_pretrained_hit_with_prefix_and_full_hash(home, monkeypatch, source_net,
         cached_weights(wrong)
     with pytest.raises(ConfigError, match="not both"):
         googlenet(pretrained=True, checkpoint_path=str(ckpt))
+
+
+def test_ema_weights_and_text_metadata(source_net, tmp_path):
+    entries = {f"ema.{n}": v * 0.5 for n, v in _state(source_net).items()}
+    entries.update(_state(source_net))
+    path = tmp_path / "ema.ckpt"
+    ms.save_checkpoint([{"name": k, "data": ms.Tensor(v)} for k, v in entries.items()], str(path),
+                       append_dict={"mindplug.train_state": '{"epoch": 3}'})
+    assert "mindplug.train_state" not in read_checkpoint(path)
+    raw, averaged = googlenet(), googlenet()
+    assert load_into(raw, path).complete
+    assert np.array_equal(raw.conv1.conv.weight.asnumpy(), entries["conv1.conv.weight"])
+    assert load_into(averaged, path, ema=True).complete
+    assert np.array_equal(averaged.conv1.conv.weight.asnumpy(), entries["ema.conv1.conv.weight"])
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        load_into(googlenet(), _state(source_net), ema=True)

@@ -8,6 +8,8 @@ from typing import List
 
 from mindplug import ComponentSpec, WeightsSpec, hookimpl
 
+MINDPLUG_API_REQUIRES = ">=1,<2"
+
 #: The seed's ImageNet-1k weights (MindCV, 8 x Ascend 910, 150 epochs). The sha256 is unpublished;
 #: the 8 hex digits in the file name are its prefix, which the cache lookup checks.
 IMAGENET_WEIGHTS = WeightsSpec(
