@@ -1,9 +1,11 @@
 """Build and install mindplug: three source folders mapped onto one import namespace, plus the kernels."""
 from __future__ import annotations
 
+import glob
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 ROOTS = {"mindplug": "core", "mindplug.plugins": "plugins", "mindplug.ops": "ops"}
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +31,38 @@ BUILTIN_PLUGINS = [
     "augmentations = mindplug.plugins.augmentations",
     "datasets = mindplug.plugins.datasets",
 ]
+
+
+def _kernel_extension() -> Extension:
+    """The C++ kernels (ops/csrc) as one plain shared library loaded by MindSpore's AOT Custom ops.
+
+    Portable flags only (ISA-specific code is chosen at run time); MINDPLUG_SANITIZE=1 builds with
+    AddressSanitizer + UBSan for the kernel tests (see ops/csrc/README.md).
+    """
+    compile_args = ["-std=c++17", "-O3", "-fopenmp", "-fvisibility=hidden", "-D_GLIBCXX_USE_CXX11_ABI=0",
+                    "-Wall", "-Wextra"]
+    link_args = ["-fopenmp"]
+    if os.environ.get("MINDPLUG_SANITIZE", "0") not in ("", "0"):
+        san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined", "-g"]
+        compile_args = [a for a in compile_args if a != "-O3"] + ["-O1"] + san
+        link_args += san
+    return Extension(
+        "mindplug.ops.libmindplug_kernels",
+        sources=sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "ops", "csrc", "*.cc"))),
+        depends=sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "ops", "csrc", "*.h"))),
+        language="c++",
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+        libraries=["dl"],
+    )
+
+
+class BuildKernels(build_ext):
+    """Names the library libmindplug_kernels.so: it is dlopen-ed by path, never imported by Python."""
+
+    def get_ext_filename(self, ext_name: str) -> str:
+        return os.path.join(*ext_name.split(".")) + ".so"
+
 
 setup(
     name="mindplug",
@@ -59,5 +93,7 @@ setup(
         "console_scripts": ["mindplug = mindplug._cli:main"],
         "mindplug.plugins": BUILTIN_PLUGINS,
     },
+    ext_modules=[_kernel_extension()],
+    cmdclass={"build_ext": BuildKernels},
     zip_safe=False,
 )

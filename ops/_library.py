@@ -1,0 +1,109 @@
+"""Locates and loads the kernel library built by setup.py, by absolute path inside the package.
+
+The library is never compiled at first use: when it is missing the package was installed without its
+build step, and the error says how to rebuild. Loading it here (ctypes) serves the kernel tests and the
+thread/GEMM set-up; MindSpore's Custom ops dlopen the same file through ``func_path(...)``.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+
+LIBRARY_NAME = "libmindplug_kernels.so"
+
+
+def library_path() -> Path:
+    """Absolute path of the built kernel library (it sits beside this module)."""
+    return (Path(__file__).resolve().parent / LIBRARY_NAME)
+
+
+def available() -> bool:
+    """True when the kernel library has been built."""
+    return library_path().is_file()
+
+
+def func_path(entry: str) -> str:
+    """The ``func`` string of an AOT Custom op: ``/abs/path/lib.so:Entry``."""
+    path = library_path()
+    if not path.is_file():
+        from mindplug._errors import MindplugError
+
+        raise MindplugError(
+            f"the mindplug kernel library {path} is missing; rebuild it with "
+            f"`pip install -e . --no-deps --no-build-isolation` (or set MINDPLUG_KERNELS=native)")
+    return f"{path}:{entry}"
+
+
+def _mindspore_dnnl() -> Path | None:
+    """oneDNN shipped inside the mindspore wheel, found without importing mindspore."""
+    spec = importlib.util.find_spec("mindspore")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        candidate = Path(root) / "lib" / "libdnnl.so.3"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=1)
+def load() -> ctypes.CDLL:
+    """The kernel library through ctypes, with its GEMM backend bound and declared signatures."""
+    lib = ctypes.CDLL(func_path("x").rsplit(":", 1)[0])
+    aot = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int),
+           ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.POINTER(ctypes.c_char_p),
+           ctypes.c_void_p, ctypes.c_void_p]
+    for entry in ("Conv2dForward", "Conv2dBackward", "MaxPoolForward", "MaxPoolBackward",
+                  "InceptionForward", "InceptionBackward"):
+        fn = getattr(lib, entry)
+        fn.argtypes, fn.restype = aot, ctypes.c_int
+    lib.MindplugLastError.restype = ctypes.c_char_p
+    lib.MindplugGemmBackend.restype = ctypes.c_char_p
+    lib.MindplugLoadDnnl.argtypes, lib.MindplugLoadDnnl.restype = [ctypes.c_char_p], ctypes.c_int
+    lib.MindplugSetNumThreads.argtypes = [ctypes.c_int]
+    lib.MindplugForceOwnGemm.argtypes = [ctypes.c_int]
+    if os.environ.get("MINDPLUG_GEMM", "") == "own":
+        lib.MindplugForceOwnGemm(1)
+    elif lib.MindplugGemmBackend() != b"onednn":
+        dnnl = _mindspore_dnnl()
+        if dnnl is not None:
+            lib.MindplugLoadDnnl(str(dnnl).encode())
+    return lib
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the kernels' OpenMP thread count (0 = OpenMP's default)."""
+    load().MindplugSetNumThreads(int(n))
+
+
+def gemm_backend() -> str:
+    """'onednn' or 'own': the GEMM the kernels use."""
+    return load().MindplugGemmBackend().decode()
+
+
+def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]") -> "list":
+    """Runs one kernel entry point on numpy arrays with the AOT ABI, outside MindSpore.
+
+    Used by the kernel tests and the per-kernel profile; raises with the kernel's own message.
+    """
+    import numpy as np
+
+    from mindplug._errors import MindplugError
+
+    lib = load()
+    arrays = [np.ascontiguousarray(a) for a in inputs]
+    arrays += [np.empty(s, np.float32) for s in out_shapes]
+    n = len(arrays)
+    shape_bufs = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
+    params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])
+    ndims = (ctypes.c_int * n)(*[a.ndim for a in arrays])
+    shapes = (ctypes.POINTER(ctypes.c_int64) * n)(
+        *[ctypes.cast(b, ctypes.POINTER(ctypes.c_int64)) for b in shape_bufs])
+    dtypes = (ctypes.c_char_p * n)(*[str(a.dtype).encode() for a in arrays])
+    code = getattr(lib, entry)(n, params, ndims, shapes, dtypes, None, None)
+    if code != 0:
+        raise MindplugError(lib.MindplugLastError().decode())
+    return arrays[len(inputs):]

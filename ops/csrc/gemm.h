@@ -1,0 +1,10 @@
+// Row-major single-precision GEMM: C = alpha * op(A) @ op(B) + beta * C, sequential (the caller
+// parallelises over images). Backed by oneDNN's dnnl_sgemm when available, else our own kernel.
+#pragma once
+#include <cstdint>
+
+namespace mp {
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+const char *gemm_backend();
+}  // namespace mp

@@ -1,0 +1,29 @@
+// Data movement between NCHW tensors and the GEMM operands. A "batch of planes" is addressed by a
+// channel stride cs and an image stride bs, so the same code reads NCHW tensors (cs = H*W,
+// bs = C*H*W) and chunk buffers laid out [C][nb][H*W] (cs = nb*H*W, bs = H*W).
+#pragma once
+#include <cstdint>
+
+#include "common.h"
+
+namespace mp {
+
+// col[(c*KH + kh)*KW + kw][b*OH*OW + oh*OW + ow] = src(c, b)[ih, iw], zero outside the image.
+void im2col(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, const Geo &g, float *col);
+// dst(c, b) += the col entries that im2col would have read from it.
+void col2im_add(const float *col, int64_t C, int64_t nb, float *dst, int64_t cs, int64_t bs, const Geo &g);
+
+// dst[c][b*HW + p] = src(c, b)[p], times (mask(c, b)[p] > 0) when mask is given.
+void gather(const float *src, const float *mask, int64_t C, int64_t nb, int64_t cs, int64_t bs, int64_t HW,
+            float *dst);
+// dst(c, b)[p] = relu? max(src[c][b*HW + p], 0) : src[...].
+void scatter(const float *src, int64_t C, int64_t nb, int64_t HW, bool relu, float *dst, int64_t cs, int64_t bs);
+
+// Max pooling of one plane (padding never wins) and its gradient, routed to the first maximum.
+void maxpool_plane(const float *src, const Geo &g, float *dst);
+void maxpool_plane_bwd_add(const float *dy, const float *src, const Geo &g, float *dx);
+
+void relu_inplace(float *x, int64_t n);
+void mask_inplace(float *g, const float *y, int64_t n);  // g *= (y > 0)
+
+}  // namespace mp

@@ -1,0 +1,69 @@
+// Max pooling (any window, stride and explicit padding; padding never wins) and its gradient.
+#include <algorithm>
+
+#include "common.h"
+#include "planes.h"
+
+namespace {
+
+constexpr const char *kFwd = "MaxPoolForward";
+constexpr const char *kBwd = "MaxPoolBackward";
+
+// cfg = [kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right]
+bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, mp::Geo &g) {
+  if (!mp::expect_shape(fn, cfg, {8})) return false;
+  const int64_t *c = cfg.i64;
+  for (int k = 0; k < 8; ++k)
+    if (c[k] < (k < 4 ? 1 : 0) || c[k] > 4096) {
+      mp::fail(fn, "cfg[%d] = %lld is out of range (kernel, strides >= 1, pads >= 0)", k,
+               static_cast<long long>(c[k]));
+      return false;
+    }
+  g = mp::Geo::make(x.dim(2), x.dim(3), c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
+  if (!g.valid() || c[4] >= g.KH || c[6] >= g.KH || c[5] >= g.KW || c[7] >= g.KW) {
+    mp::fail(fn, "window %lldx%lld with padding (%lld,%lld,%lld,%lld) does not fit a %lldx%lld input",
+             static_cast<long long>(c[0]), static_cast<long long>(c[1]), static_cast<long long>(c[4]),
+             static_cast<long long>(c[5]), static_cast<long long>(c[6]), static_cast<long long>(c[7]),
+             static_cast<long long>(g.H), static_cast<long long>(g.W));
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// inputs x[N,C,H,W], cfg[8] int64; output y[N,C,OH,OW].
+MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                             void *) {
+  std::vector<mp::Arg> a;
+  if (!mp::bind(kFwd, nparam, params, ndims, shapes, dtypes, {"x:f4", "cfg:i1", "y:f4"}, a)) return 1;
+  const mp::Arg &x = a[0], &cfg = a[1], &y = a[2];
+  mp::Geo g;
+  if (!read_cfg(kFwd, cfg, x, g)) return 1;
+  const int64_t planes = x.dim(0) * x.dim(1), HW = g.H * g.W, OHW = g.OH * g.OW;
+  if (!mp::expect_shape(kFwd, y, {x.dim(0), x.dim(1), g.OH, g.OW})) return 1;
+#pragma omp parallel for schedule(static) num_threads(mp::num_threads())
+  for (int64_t p = 0; p < planes; ++p) mp::maxpool_plane(x.f + p * HW, g, y.f + p * OHW);
+  return 0;
+}
+
+// inputs dy[N,C,OH,OW], x, cfg; output dx[N,C,H,W].
+MP_EXPORT int MaxPoolBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
+                              void *) {
+  std::vector<mp::Arg> a;
+  if (!mp::bind(kBwd, nparam, params, ndims, shapes, dtypes, {"dy:f4", "x:f4", "cfg:i1", "dx:f4"}, a)) return 1;
+  const mp::Arg &dy = a[0], &x = a[1], &cfg = a[2], &dx = a[3];
+  mp::Geo g;
+  if (!read_cfg(kBwd, cfg, x, g)) return 1;
+  const int64_t planes = x.dim(0) * x.dim(1), HW = g.H * g.W, OHW = g.OH * g.OW;
+  if (!mp::expect_shape(kBwd, dy, {x.dim(0), x.dim(1), g.OH, g.OW}) ||
+      !mp::expect_shape(kBwd, dx, {x.dim(0), x.dim(1), g.H, g.W}))
+    return 1;
+#pragma omp parallel for schedule(static) num_threads(mp::num_threads())
+  for (int64_t p = 0; p < planes; ++p) {
+    float *d = dx.f + p * HW;
+    std::fill(d, d + HW, 0.f);
+    mp::maxpool_plane_bwd_add(dy.f + p * OHW, x.f + p * HW, g, d);
+  }
+  return 0;
+}
