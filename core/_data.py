@@ -1,0 +1,136 @@
+"""Turn a random-access dataset source into a sharded, seeded MindSpore pipeline.
+
+The source (``len(src)``, ``src[i] -> (HWC uint8 image, int label)``) is read through
+``GeneratorDataset`` with our own index sampler, so that:
+
+- shards are disjoint and together cover every sample exactly once (shard ``k`` takes every
+  ``num_shards``-th index of the epoch's order); ``equal_shards=True`` instead pads the shorter shards
+  by wrapping around, so every rank runs the same number of steps (data-parallel training);
+- the order of epoch ``e`` is a pure function of ``(seed, e)``: every rank draws the same permutation,
+  and a resumed run can ask for the order of any epoch.
+
+Per-sample transforms then run in ``map`` (MindSpore ops in C++, Python callables in threads), batches
+are formed, and an optional batch transform (Mixup/CutMix) maps ``(image, label)`` to soft labels.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._errors import ConfigError, DataError
+
+COLUMNS = ["image", "label"]
+
+
+class ShardSampler:
+    """Indices of one shard for each epoch; ``iter()`` starts the next epoch (MindSpore calls it once per epoch)."""
+
+    def __init__(self, num_rows: int, *, shuffle: bool, seed: int, num_shards: int = 1, shard_id: int = 0,
+                 equal_shards: bool = False, start_epoch: int = 0) -> None:
+        self.num_rows, self.shuffle, self.seed = int(num_rows), bool(shuffle), int(seed)
+        self.num_shards, self.shard_id, self.equal_shards = int(num_shards), int(shard_id), bool(equal_shards)
+        self.epoch = int(start_epoch)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """This shard's indices in epoch ``epoch``'s order."""
+        order = np.arange(self.num_rows, dtype=np.int64)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+        if self.equal_shards and self.num_rows % self.num_shards:
+            extra = self.num_shards - self.num_rows % self.num_shards
+            order = np.concatenate([order, order[:extra]])
+        return order[self.shard_id::self.num_shards]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.indices(self.epoch)
+        self.epoch += 1
+        return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        total = self.num_rows
+        if self.equal_shards:
+            return -(-total // self.num_shards)
+        return total // self.num_shards + (1 if self.shard_id < total % self.num_shards else 0)
+
+
+class _Rows:
+    """The source as MindSpore wants it: numpy arrays per column, int32 labels."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
+        image, label = self.source[int(index)]
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        return image, np.array(label, dtype=np.int32)
+
+
+def _check_shards(num_shards: Optional[int], shard_id: Optional[int]) -> Tuple[int, int]:
+    if (num_shards is None) != (shard_id is None):
+        raise ConfigError(f"give both num_shards and shard_id or neither (got num_shards={num_shards}, "
+                          f"shard_id={shard_id})")
+    if num_shards is None:
+        return 1, 0
+    if int(num_shards) < 1 or not 0 <= int(shard_id) < int(num_shards):
+        raise ConfigError(f"shard_id must be in 0..num_shards-1 and num_shards >= 1, got shard_id={shard_id}, "
+                          f"num_shards={num_shards}")
+    return int(num_shards), int(shard_id)
+
+
+def _default_transforms() -> List[Any]:
+    """Without transforms the contract still holds: CHW float32 (raw 0..255 values)."""
+    import mindspore as ms
+    import mindspore.dataset.transforms as mst
+    import mindspore.dataset.vision as msv
+
+    return [msv.HWC2CHW(), mst.TypeCast(ms.float32)]
+
+
+def make_mindspore_dataset(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int] = None,
+                           shard_id: Optional[int] = None, num_parallel_workers: int = 2,
+                           transforms: Optional[Sequence[Any]] = None, batch_size: int = 32,
+                           drop_remainder: bool = False,
+                           batch_transform: Optional[Callable[..., Any]] = None,
+                           equal_shards: bool = False, start_epoch: int = 0) -> Any:
+    """A batched ``mindspore.dataset`` with columns ``image`` (float32 NCHW) and ``label``.
+
+    ``label`` is int32 ``[N]``, or float32 ``[N, C]`` soft labels after a batch transform. ``seed`` also
+    seeds MindSpore's random ops and Python's/numpy's global generators (``ds.config.set_seed``), which
+    the Python transforms draw from; with several workers their per-sample draws are not reproducible,
+    the sample order and shards always are.
+    """
+    import mindspore.dataset as ds
+
+    shards, shard = _check_shards(num_shards, shard_id)
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    try:
+        rows = len(source)
+    except TypeError:
+        raise DataError(f"dataset source {source!r} has no len(); a source is random-access "
+                        f"(len(src), src[i] -> (image, label))") from None
+    if rows == 0:
+        raise DataError(f"dataset source {source!r} is empty")
+    if rows < shards:
+        raise DataError(f"dataset source {source!r} has {rows} samples, fewer than num_shards={shards}")
+    workers = max(1, min(int(num_parallel_workers), os.cpu_count() or 1))
+    ds.config.set_seed(int(seed))
+    sampler = ShardSampler(rows, shuffle=shuffle, seed=seed, num_shards=shards, shard_id=shard,
+                           equal_shards=equal_shards, start_epoch=start_epoch)
+    data = ds.GeneratorDataset(_Rows(source), column_names=COLUMNS, sampler=sampler,
+                               num_parallel_workers=workers, python_multiprocessing=False)
+    operations = list(transforms) if transforms else _default_transforms()
+    data = data.map(operations=operations, input_columns="image", num_parallel_workers=workers,
+                    python_multiprocessing=False)
+    data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
+    if batch_transform is not None:
+        data = data.map(operations=batch_transform, input_columns=COLUMNS, output_columns=COLUMNS,
+                        num_parallel_workers=1, python_multiprocessing=False)
+    return data
