@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 ms = pytest.importorskip("mindspore")
+from mindspore import nn  # noqa: E402
 
 import mindplug  # noqa: E402
 from mindplug._errors import ConfigError  # noqa: E402
@@ -169,3 +170,17 @@ def test_inception_block_names_and_channels():
         ["b1.conv.weight", "b2.0.conv.weight", "b2.1.conv.weight", "b3.0.conv.weight", "b3.1.conv.weight",
          "b4.1.conv.weight"])
     assert block(_x(1, 7, channels=192)).shape == (1, 256, 7, 7)
+
+
+def test_one_training_step_updates_every_parameter(mode):
+    """Forward + backward through every block (the reference system's CI ran none)."""
+    ms.set_seed(2)
+    net = googlenet(num_classes=4, drop_rate=0.0)
+    loss = nn.WithLossCell(net, nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"))
+    step = nn.TrainOneStepCell(loss, nn.SGD(net.trainable_params(), learning_rate=0.5))
+    step.set_train(True)
+    before = {n: p.asnumpy().copy() for n, p in net.parameters_dict().items()}
+    value = step(_x(2, 32), ms.Tensor(np.array([1, 3], np.int32)))
+    assert np.isfinite(value.asnumpy()).all()
+    unchanged = [n for n, p in net.parameters_dict().items() if np.array_equal(p.asnumpy(), before[n])]
+    assert unchanged == []
