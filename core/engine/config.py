@@ -94,6 +94,10 @@ SCHEMA: Dict[str, Option] = {
     "mixup": _o("float", 0.0, "mixup beta parameter (0: off)", "augmentation"),
     "cutmix": _o("float", 0.0, "cutmix beta parameter (0: off)", "augmentation"),
     "cutmix_prob": _o("float", 1.0, "probability of applying mixup/cutmix to a batch", "augmentation"),
+    "mixup_switch_prob": _o("float", 0.5, "probability of cutmix instead of mixup when both are on",
+                            "augmentation"),
+    "transforms": _o("mapping", None, "explicit pipelines: {train: [{type: name, ...}, ...], eval: [...], "
+                     "batch: {type: mixup_cutmix, ...}}", "augmentation"),
     "augmentations": _o("list", None, "explicit training pipeline: [{type: name, ...arguments}, ...]",
                         "augmentation"),
     "eval_augmentations": _o("list", None, "explicit evaluation pipeline: [{type: name, ...}, ...]",

@@ -56,9 +56,16 @@ def launched_by_msrun() -> bool:
     return all(key in os.environ for key in _MSRUN_ENV)
 
 
+_DEVICE_NODES = {"Ascend": ("/dev/davinci0",), "GPU": ("/dev/nvidia0", "/dev/nvidiactl")}
+
+
 def _available(target: str) -> bool:
+    """Whether MindSpore can run on ``target``; device nodes are checked first, since asking MindSpore
+    about a backend it cannot load prints library errors."""
     if target == "CPU":
         return True
+    if not any(os.path.exists(node) for node in _DEVICE_NODES.get(target, ())):
+        return False
     try:
         import mindspore as ms
 

@@ -1,0 +1,394 @@
+"""The training loop: epochs of compiled steps, validation, checkpoints, logs, and exact resumption.
+
+Exactness: data order, augmentation and dropout of epoch ``e`` are drawn from ``epoch_seed(seed, e)``
+alone, and the optimizer's step counter (which indexes the learning-rate schedule) is part of the saved
+state, so a run resumed at an epoch boundary reproduces the uninterrupted run's weights.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+
+from .._errors import CheckpointError, ConfigError
+from . import components, state as st
+from .config import Config, save_config
+from .data import class_names_of, make_pipeline, open_split, steps_per_epoch
+from .runtime import LOG, Runtime, epoch_seed, init_runtime, is_tty, seed_everything
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived: finish the current step, save, exit."""
+
+
+@contextmanager
+def _stop_signals() -> Iterator[Dict[str, int]]:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step; a second SIGINT stops at once."""
+    flag: Dict[str, int] = {}
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and flag:
+            raise KeyboardInterrupt
+        flag["signal"] = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain log lines every ``log_interval`` steps otherwise."""
+
+    def __init__(self, mode: str, total: int, initial: int, desc: str, log_interval: int, enabled: bool):
+        self.bar = None
+        self.log_interval = log_interval
+        self.desc = desc
+        self.total = total
+        self.enabled = enabled and mode != "none"
+        use_bar = mode == "bar" or (mode == "auto" and is_tty())
+        if self.enabled and use_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
+
+    def step(self, index: int, loss: float, lr: float, ips: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", img_s=f"{ips:.1f}", refresh=False)
+            self.bar.update(1)
+        elif (index + 1) % self.log_interval == 0 or index + 1 == self.total:
+            LOG.info(f"{self.desc} step {index + 1}/{self.total} loss {loss:.4f} lr {lr:.6g} img/s {ips:.1f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _amp(net: Any, level: str, cast_list: Optional[List[str]]) -> Any:
+    """Mixed precision by level; ``amp_cast_list`` names mindspore.nn cell classes (no eval of text)."""
+    if level == "O0":
+        return net
+    import mindspore as ms
+    from mindspore import nn
+
+    if cast_list and level in ("O1", "O2"):
+        classes = []
+        for name in cast_list:
+            cls = getattr(nn, name.split(".")[-1], None)
+            if not isinstance(cls, type):
+                raise ConfigError(f"amp_cast_list: '{name}' is not a mindspore.nn cell class")
+            classes.append(cls)
+        key = "white_list" if level == "O1" else "black_list"
+        return ms.amp.custom_mixed_precision(net, **{key: classes})
+    return ms.amp.auto_mixed_precision(net, level)
+
+
+class Trainer:
+    """Builds a run from a config and runs it; ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        components.apply_plugin_selection(cfg)
+        # every check that can fail runs before the data is read or a graph compiled
+        self.resume_path = st.resolve_resume(cfg.resume, cfg.ckpt_path, cfg.resume_opt, cfg.ckpt_save_dir)
+        if cfg.ckpt_path and not self.resume_path and not os.path.isfile(cfg.ckpt_path):
+            raise CheckpointError(f"ckpt_path {cfg.ckpt_path!r} does not exist; training would start from random "
+                                  f"weights. Fix the path or drop --ckpt_path")
+        self.rt: Runtime = init_runtime(cfg)
+        self.train_src = open_split(cfg, cfg.train_split, role="training")
+        self.val_src = open_split(cfg, cfg.val_split, role="validation") if cfg.val_while_train else None
+        self.num_classes = int(cfg.num_classes or getattr(self.train_src, "num_classes", 0))
+        if self.num_classes < 1:
+            raise ConfigError("num_classes is not set and the dataset does not say how many classes it has")
+        data_classes = getattr(self.train_src, "num_classes", self.num_classes)
+        if data_classes > self.num_classes:
+            raise ConfigError(f"the dataset has {data_classes} classes but num_classes is {self.num_classes}; "
+                              f"set --num_classes {data_classes}")
+        self.steps = steps_per_epoch(cfg, len(self.train_src), self.rt.world)
+        self.accumulate = cfg.gradient_accumulation_steps
+        self.updates = math.ceil(self.steps / self.accumulate)
+        self.lrs = components.build_schedule(cfg, self.updates, cfg.epoch_size)
+        self.model_name = cfg.component("model")[0]
+        self._build()
+        self.loop = st.LoopState(seed=cfg.seed, steps_per_epoch=self.steps, epoch_size=cfg.epoch_size,
+                                 world=self.rt.world, batch_size=cfg.batch_size, model=self.model_name,
+                                 num_classes=self.num_classes)
+        if self.resume_path:
+            self._restore(self.resume_path)
+
+    # ---------------------------------------------------------------- construction
+    def _build(self) -> None:
+        import mindspore as ms
+        from mindspore import nn
+
+        from .steps import EMA, StepState, WithLoss, stochastic_primitives
+
+        cfg = self.cfg
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+        init_ckpt = cfg.ckpt_path if cfg.ckpt_path and not self.resume_path else None
+        self.net = components.build_model(cfg, self.num_classes, init_ckpt, pretrained=cfg.pretrained)
+        self.net = _amp(self.net, cfg.amp_level, cfg.amp_cast_list)
+        self.loss_fn = components.build_loss(cfg)
+        self.weights = self.net.trainable_params()
+        self.optimizer = components.build_optimizer(cfg, self.weights, self.lrs)
+        dynamic = cfg.loss_scale_type == "dynamic" or (cfg.loss_scale_type == "auto" and cfg.amp_level != "O0")
+        self.dynamic = dynamic
+        self.step_state = StepState(self.weights, cfg.loss_scale, self.accumulate)
+        self.with_loss = WithLoss(self.net, self.loss_fn)
+        self.reducer = None
+        if self.rt.distributed:
+            self.reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True, degree=self.rt.world)
+        self.ema = EMA(self.weights, cfg.ema_decay) if cfg.ema else None
+        self.random_ops = stochastic_primitives(self.net)
+        self._steps_cache: Optional[tuple] = None
+        self.ms = ms
+
+    def _step_cells(self, seed: int) -> tuple:
+        """(apply, accumulate) cells; rebuilt each epoch when the net has kernel-state random ops, so their
+        streams restart from the epoch's seed (a fresh compile resets kernel state)."""
+        from .steps import TrainStep, reseed
+
+        if self._steps_cache is not None and not self.random_ops:
+            return self._steps_cache
+        reseed(self.random_ops, seed)
+        common = dict(accumulate=self.accumulate, clip_value=self.cfg.clip_value if self.cfg.clip_grad else None,
+                      dynamic=self.dynamic, skip_overflow=self.cfg.drop_overflow_update, reducer=self.reducer)
+        apply = TrainStep(self.with_loss, self.optimizer, self.step_state, apply=True, **common)
+        accumulate = (TrainStep(self.with_loss, self.optimizer, self.step_state, apply=False, **common)
+                      if self.accumulate > 1 else None)
+        self._steps_cache = (apply, accumulate)
+        return self._steps_cache
+
+    # ---------------------------------------------------------------- state
+    def _state_entries(self) -> List[Dict[str, Any]]:
+        ids = {id(p) for p in self.weights}
+        others = [p for p in self.net.get_parameters() if id(p) not in ids]
+        opt_state = [p for p in self.optimizer.get_parameters() if id(p) not in ids]
+        entries = st.entries_of(self.weights) + st.entries_of(others) + st.entries_of(opt_state)
+        entries += st.entries_of(self.step_state.parameters())
+        if self.ema is not None:
+            entries += st.entries_of(list(self.ema.shadow))
+        return entries
+
+    def _restore(self, path: str) -> None:
+        from mindplug._checkpoint import load_into
+
+        loop, params = st.read_state(path)
+        expected = {"steps_per_epoch": self.steps, "world": self.rt.world, "batch_size": self.cfg.batch_size,
+                    "num_classes": self.num_classes}
+        for key, value in expected.items():
+            if getattr(loop, key) != value:
+                raise CheckpointError(f"{path!r} was saved by a run with {key} = {getattr(loop, key)}, this run has "
+                                      f"{value}: resuming would not continue the same schedule. Use the same "
+                                      f"batch_size, data and worker count, or start from its weights with "
+                                      f"--ckpt_path")
+        net_params = {p.name for p in self.net.get_parameters()}
+        load_into(self.net, {k: v for k, v in params.items() if k in net_params}, strict=True, label=path)
+        own = list(self.optimizer.get_parameters()) + self.step_state.parameters()
+        if self.ema is not None:
+            own += list(self.ema.shadow)
+        missing = []
+        for param in own:
+            if id(param) in {id(w) for w in self.weights} or param.name in net_params:
+                continue
+            value = params.get(param.name)
+            if value is None:
+                missing.append(param.name)
+                continue
+            if tuple(value.shape) != tuple(param.shape):
+                raise CheckpointError(f"{path!r}: '{param.name}' has shape {tuple(value.shape)}, the run "
+                                      f"expects {tuple(param.shape)}; the optimizer or model differs")
+            param.set_data(value.astype(param.dtype))
+        missing = [m for m in missing if not m.startswith("ema.") or self.ema is not None]
+        if missing:
+            raise CheckpointError(f"{path!r} lacks training state this run needs: {', '.join(missing[:6])}; it "
+                                  f"was saved with another optimizer, EMA or accumulation setting")
+        self.loop = loop
+        self.loop.epoch_size = self.cfg.epoch_size
+        LOG.info(f"resuming from {path}: {loop.epoch} epochs and {loop.step} steps done, "
+                 f"{self.cfg.epoch_size - loop.epoch} epochs to go")
+
+    def _save(self, epoch_number: int, step: int, *, weights_from_ema: bool) -> str:
+        """Write weights + state for the current position (rank 0 only); returns the weights file name."""
+        name = st.checkpoint_name(self.model_name, epoch_number, step)
+        if not self.rt.is_main:
+            return name
+        folder = self.cfg.ckpt_save_dir
+        if name not in self.loop.saved:
+            self.loop.saved.append(name)
+        st.atomic_save(self._state_entries(), os.path.join(folder, st.STATE_DIR, name),
+                       append={st.META_KEY: self.loop.to_json()})
+        st.atomic_save(self._deploy_entries(weights_from_ema), os.path.join(folder, name))
+        return name
+
+    def _deploy_entries(self, from_ema: bool) -> List[Dict[str, Any]]:
+        if from_ema and self.ema is not None:
+            shadow = {p.name[len("ema."):]: p for p in self.ema.shadow}
+            return [{"name": p.name, "data": (shadow.get(p.name, p)).value().copy()}
+                    for p in self.net.get_parameters()]
+        return st.entries_of(list(self.net.get_parameters()))
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> int:
+        cfg, loop = self.cfg, self.loop
+        if loop.epoch >= cfg.epoch_size:
+            LOG.info(f"nothing to do: the run already completed {loop.epoch} of {cfg.epoch_size} epochs")
+            return 0
+        if self.rt.is_main:
+            os.makedirs(cfg.ckpt_save_dir, exist_ok=True)
+            save_config(cfg, os.path.join(cfg.ckpt_save_dir, "config.yaml"))
+            names = class_names_of(self.train_src, self.num_classes)
+            with open(os.path.join(cfg.ckpt_save_dir, "class_names.txt"), "w", encoding="utf-8") as handle:
+                handle.write("\n".join(names) + "\n")
+        LOG.info(f"training {self.model_name} ({sum(int(np.prod(p.shape)) for p in self.weights):,} parameters) "
+                 f"on {len(self.train_src)} images, {self.num_classes} classes: {self.steps} steps x "
+                 f"{cfg.batch_size} x {self.rt.world} worker(s) per epoch, epochs {loop.epoch + 1}..{cfg.epoch_size},"
+                 f" {'GRAPH' if cfg.mode == 0 else 'PYNATIVE'} mode on {self.rt.device}")
+        with _stop_signals() as stop:
+            for epoch in range(loop.epoch, cfg.epoch_size):
+                code = self._epoch(epoch, stop)
+                if code:
+                    return code
+        if loop.best_metric is not None:
+            LOG.info(f"best validation top-1 {loop.best_metric:.2f}% at epoch {loop.best_epoch}")
+        LOG.info(f"checkpoints in {os.path.abspath(cfg.ckpt_save_dir)}")
+        return 0
+
+    def _epoch(self, epoch: int, stop: Dict[str, int]) -> int:
+        import mindspore as ms
+
+        cfg, loop = self.cfg, self.loop
+        seed = epoch_seed(cfg.seed, epoch)
+        apply, accumulate = self._step_cells(seed)
+        pipeline = make_pipeline(cfg, self.train_src, training=True, seed=seed, rank=self.rt.rank,
+                                 world=self.rt.world, steps=self.steps, num_classes=self.num_classes)
+        skip = loop.step
+        self.net.set_train(True)
+        progress = Progress(cfg.progress, self.steps, skip, f"epoch {epoch + 1}/{cfg.epoch_size}",
+                            cfg.log_interval, self.rt.is_main)
+        losses: List[float] = []
+        overflows = 0
+        start = time.perf_counter()
+        seen = 0
+        for index, (images, labels) in enumerate(pipeline.batches()):
+            if index < skip:
+                continue  # resuming inside an epoch: the same batches, already trained on
+            last = index + 1 == self.steps
+            cell = apply if accumulate is None or (index + 1) % self.accumulate == 0 or last else accumulate
+            loss, finite = cell(ms.Tensor(images), ms.Tensor(labels))
+            if cell is apply and self.ema is not None:
+                self.ema()
+            loss_value = float(loss.asnumpy())
+            losses.append(loss_value)
+            overflows += 0 if bool(finite.asnumpy()) else 1
+            seen += images.shape[0]
+            loop.step = index + 1
+            loop.global_step += 1
+            ips = seen * self.rt.world / max(time.perf_counter() - start, 1e-9)
+            progress.step(index, loss_value, self._current_lr(), ips)
+            if stop and not last:
+                progress.close()
+                return self._interrupted(epoch, stop["signal"])
+        progress.close()
+        elapsed = time.perf_counter() - start
+        loop.epoch, loop.step = epoch + 1, 0
+        record: Dict[str, Any] = {"epoch": epoch + 1, "lr": self._current_lr(),
+                                  "train_loss": float(np.mean(losses)) if losses else None,
+                                  "epoch_seconds": round(elapsed, 3), "img_per_s": round(seen * self.rt.world
+                                                                                       / max(elapsed, 1e-9), 2)}
+        if overflows:
+            record["overflow_steps"] = overflows
+        validate = self.val_src is not None and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size)
+        if validate:
+            metrics = self._validate()
+            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+        loop.history.append(record)
+        self._log_epoch(record)
+        save = (epoch + 1) % cfg.ckpt_save_interval == 0 or epoch + 1 == cfg.epoch_size or bool(stop)
+        if save:
+            self._checkpoint(epoch + 1, record)
+        if stop:
+            return self._interrupted(epoch + 1, stop["signal"], saved=True)
+        return 0
+
+    def _current_lr(self) -> float:
+        step = int(self.optimizer.global_step.asnumpy().reshape(-1)[0])
+        return float(self.lrs[min(max(step - 1, 0), len(self.lrs) - 1)])
+
+    def _validate(self) -> Dict[str, float]:
+        from .evaluate import evaluate
+
+        pipeline = make_pipeline(self.cfg, self.val_src, training=False, seed=self.cfg.seed, rank=self.rt.rank,
+                                 world=self.rt.world)
+        if self.ema is None:
+            return evaluate(self.net, pipeline, self.num_classes, distributed=self.rt.distributed)
+        backup = [p.value().copy() for p in self.weights]
+        shadow = {p.name[len("ema."):]: p for p in self.ema.shadow}
+        for p in self.weights:
+            p.set_data(shadow[p.name].value().copy())
+        try:
+            return evaluate(self.net, pipeline, self.num_classes, distributed=self.rt.distributed)
+        finally:
+            for p, value in zip(self.weights, backup):
+                p.set_data(value)
+
+    def _log_epoch(self, record: Dict[str, Any]) -> None:
+        text = (f"epoch {record['epoch']}/{self.cfg.epoch_size}: train loss {record['train_loss']:.4f}, "
+                f"lr {record['lr']:.6g}, {record['img_per_s']:.1f} img/s, {record['epoch_seconds']:.1f} s")
+        if "val_top1" in record:
+            text += (f"; validation top-1 {record['val_top1']:.2f}%, top-5 {record['val_top5']:.2f}%, "
+                     f"loss {record['val_loss']:.4f}")
+        LOG.info(text)
+        if self.rt.is_main:
+            from .records import write_history
+
+            write_history(self.cfg.ckpt_save_dir, self.loop.history)
+
+    def _checkpoint(self, epoch_number: int, record: Dict[str, Any]) -> None:
+        cfg, loop = self.cfg, self.loop
+        metric = record.get("val_top1")
+        better = metric is not None and (loop.best_metric is None or metric > loop.best_metric)
+        if better:
+            loop.best_metric, loop.best_epoch = metric, epoch_number
+        name = self._save(epoch_number, self.steps, weights_from_ema=True)
+        if not self.rt.is_main:
+            return
+        if better:
+            st.atomic_save(self._deploy_entries(True),
+                           os.path.join(cfg.ckpt_save_dir, f"{self.model_name.replace(':', '_')}-best.ckpt"))
+        scores = {r_name: r.get("val_top1") for r_name, r in self._scores().items()}
+        loop.saved = st.prune(cfg.ckpt_save_dir, cfg.keep_checkpoint_max, loop.saved,
+                              {k: v for k, v in scores.items() if v is not None}, cfg.ckpt_save_policy)
+        LOG.info(f"saved {os.path.join(cfg.ckpt_save_dir, name)}" + (" (best so far)" if better else ""))
+
+    def _scores(self) -> Dict[str, Dict[str, Any]]:
+        return {st.checkpoint_name(self.model_name, r["epoch"], self.steps): r for r in self.loop.history}
+
+    def _interrupted(self, epoch_number_or_index: int, signum: int, saved: bool = False) -> int:
+        sig = signal.Signals(signum).name
+        if saved:
+            name = st.checkpoint_name(self.model_name, epoch_number_or_index, self.steps)
+        else:
+            name = self._save(epoch_number_or_index + 1, self.loop.step, weights_from_ema=True)
+        where = os.path.join(self.cfg.ckpt_save_dir, st.STATE_DIR, name)
+        LOG.warning(f"stopped by {sig}: state saved to {where}; continue with --resume (or --resume {where})")
+        return 128 + int(signum)
+
+
+def train(cfg: Config) -> int:
+    """Build and run a training job from a resolved config; the exit code of the process."""
+    return Trainer(cfg).run()
