@@ -95,6 +95,12 @@ def pool_grad_ref(g, x, k, stride, pads):
     return dxp[:, :, pt:pt + H, pl:pl + W]
 
 
+def same_pads(n: int, k: int, s: int) -> tuple[int, int]:
+    """MindSpore's pad_mode="same": output ceil(n / s), the odd padding pixel at the end."""
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
 def same(k: int) -> tuple[int, int, int, int]:
     p = (k - 1) // 2
     return (p, p, p, p)
@@ -169,7 +175,11 @@ def window_case(draw, max_k: int, max_pad: int, **extra):
     h = draw(st.integers(max(1, kh - pads[0] - pads[2]), 12))
     w = draw(st.integers(max(1, kw - pads[1] - pads[3]), 12))
     case = dict(n=draw(st.integers(1, 3)), h=h, w=w, kh=kh, kw=kw, sh=draw(st.integers(1, 3)),
-                sw=draw(st.integers(1, 3)), pads=pads, seed=draw(st.integers(0, 2**31 - 1)))
+                sw=draw(st.integers(1, 3)), pads=pads, same=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**31 - 1)))
+    if case["same"]:  # the kernel derives the pads from the input size; the explicit ones are ignored
+        (pt, pb), (pl, pr) = same_pads(h, kh, case["sh"]), same_pads(w, kw, case["sw"])
+        case["pads"] = (pt, pl, pb, pr)
     case.update({k: draw(v) for k, v in extra.items()})
     return case
 
@@ -186,7 +196,8 @@ def conv_setup(case):
     rng = np.random.default_rng(case["seed"])
     x = ints(rng, (case["n"], case["c"], case["h"], case["w"]))
     w = quarters(rng, (case["o"], case["c"], case["kh"], case["kw"]))
-    cfg = np.array([case["sh"], case["sw"], pt, pl, pb, pr, int(case["relu"])], np.int64)
+    explicit = (0, 0, 0, 0) if case["same"] else case["pads"]
+    cfg = np.array([case["sh"], case["sw"], *explicit, int(case["relu"]), int(case["same"])], np.int64)
     return rng, x, w, cfg, (case["sh"], case["sw"]), case["pads"]
 
 
@@ -227,7 +238,7 @@ def test_conv_googlenet_shapes_normal_data(shape, k, s, pads):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(np.float32)
     w = (rng.standard_normal((9, shape[1], k, k)) * 0.2).astype(np.float32)
-    cfg = np.array([s, s, *pads, 1], np.int64)
+    cfg = np.array([s, s, *pads, 1, 0], np.int64)
     ref = np.maximum(conv_ref(x, w, (s, s), pads), 0)
     (y,) = call("Conv2dForward", [x, w, cfg], [ref.shape])
     assert_close(y, ref, rtol=1e-5)
@@ -251,7 +262,8 @@ def test_maxpool_forward_backward(case):
     assume(out_size(case["h"], k[0], s[0], pt, pb) >= 1 and out_size(case["w"], k[1], s[1], pl, pr) >= 1)
     rng = np.random.default_rng(case["seed"])
     x = ints(rng, (case["n"], case["c"], case["h"], case["w"]))  # many ties: the first maximum must win
-    cfg = np.array([*k, *s, *pads], np.int64)
+    explicit = (0, 0, 0, 0) if case["same"] else pads
+    cfg = np.array([*k, *s, *explicit, int(case["same"])], np.int64)
     ref = pool_ref(x, k, s, pads)
     (y,) = call("MaxPoolForward", [x, cfg], [ref.shape])
     assert_close(y, ref)
@@ -265,7 +277,7 @@ def test_maxpool_forward_backward(case):
 def test_maxpool_googlenet_windows(k, s, size, pads):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
-    cfg = np.array([k, k, s, s, *pads], np.int64)
+    cfg = np.array([k, k, s, s, *pads, 0], np.int64)
     ref = pool_ref(x, (k, k), (s, s), pads)
     (y,) = call("MaxPoolForward", [x, cfg], [ref.shape])
     assert_close(y, ref)
@@ -325,7 +337,7 @@ def test_inception_3a_shape_normal_data():
 def _conv_args():
     x = np.ones((1, 2, 5, 5), np.float32)
     w = np.ones((3, 2, 3, 3), np.float32)
-    cfg = np.array([1, 1, 1, 1, 1, 1, 1], np.int64)
+    cfg = np.array([1, 1, 1, 1, 1, 1, 1, 0], np.int64)
     return x, w, cfg
 
 
@@ -334,9 +346,9 @@ def _conv_args():
     (lambda x, w, c: (x[0], w, c, (1, 3, 5, 5)), "'x' must have 4 dims"),
     (lambda x, w, c: (x, w[:, :1], c, (1, 3, 5, 5)), "2 channels but the weight expects 1"),
     (lambda x, w, c: (x, w, c, (1, 3, 4, 5)), "'y' has shape (1,3,4,5), expected (1,3,5,5)"),
-    (lambda x, w, c: (x, w, c[:6], (1, 3, 5, 5)), "'cfg' has shape (6), expected (7)"),
-    (lambda x, w, c: (x, w, np.array([0, 1, 1, 1, 1, 1, 1], np.int64), (1, 3, 5, 5)), "cfg[0] = 0"),
-    (lambda x, w, c: (x, w, np.array([1, 1, 3, 1, 1, 1, 1], np.int64), (1, 3, 5, 5)), "does not fit"),
+    (lambda x, w, c: (x, w, c[:7], (1, 3, 5, 5)), "'cfg' has shape (7), expected (8)"),
+    (lambda x, w, c: (x, w, np.array([0, 1, 1, 1, 1, 1, 1, 0], np.int64), (1, 3, 5, 5)), "cfg[0] = 0"),
+    (lambda x, w, c: (x, w, np.array([1, 1, 3, 1, 1, 1, 1, 0], np.int64), (1, 3, 5, 5)), "does not fit"),
 ])
 def test_conv_rejects_bad_arguments(mutate, message):
     x, w, cfg, out = mutate(*_conv_args())

@@ -53,6 +53,14 @@ struct Geo {
   }
 };
 
+// TensorFlow/MindSpore "same" padding along one axis: output ceil(n / s), the odd pixel at the end.
+inline void same_pads(int64_t n, int64_t k, int64_t s, int64_t &lo, int64_t &hi) {
+  const int64_t out = (n + s - 1) / s;
+  const int64_t total = (out - 1) * s + k - n > 0 ? (out - 1) * s + k - n : 0;
+  lo = total / 2;
+  hi = total - lo;
+}
+
 // A grow-only per-thread scratch buffer (kernels run on OpenMP pool threads that persist).
 float *scratch(int slot, size_t count);
 

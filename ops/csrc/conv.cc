@@ -1,5 +1,7 @@
 // General 2-D convolution (NCHW, OIHW weights, any kernel size / stride / explicit padding) with an
 // optional fused ReLU, as im2col + GEMM per image chunk, and its input and weight gradients.
+#include <algorithm>
+
 #include "chunks.h"
 #include "common.h"
 #include "gemm.h"
@@ -10,10 +12,12 @@ namespace {
 constexpr const char *kFwd = "Conv2dForward";
 constexpr const char *kBwd = "Conv2dBackward";
 
-// cfg = [stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, relu]
+// cfg = [stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, relu, same]; same = 1 ignores the
+// explicit pads and pads "same" for the actual input size (MindSpore's pad_mode="same").
 bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, const mp::Arg &w, mp::Geo &g, bool &relu) {
-  if (!mp::expect_shape(fn, cfg, {7})) return false;
-  const int64_t *c = cfg.i64;
+  if (!mp::expect_shape(fn, cfg, {8})) return false;
+  int64_t c[8];
+  std::copy(cfg.i64, cfg.i64 + 8, c);
   for (int k = 0; k < 6; ++k)
     if (c[k] < (k < 2 ? 1 : 0) || c[k] > 4096) {
       mp::fail(fn, "cfg[%d] = %lld is out of range (strides >= 1, pads >= 0)", k, static_cast<long long>(c[k]));
@@ -23,6 +27,10 @@ bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, const mp::Ar
     mp::fail(fn, "input has %lld channels but the weight expects %lld", static_cast<long long>(x.dim(1)),
              static_cast<long long>(w.dim(1)));
     return false;
+  }
+  if (c[7]) {
+    mp::same_pads(x.dim(2), w.dim(2), c[0], c[2], c[4]);
+    mp::same_pads(x.dim(3), w.dim(3), c[1], c[3], c[5]);
   }
   g = mp::Geo::make(x.dim(2), x.dim(3), w.dim(2), w.dim(3), c[0], c[1], c[2], c[3], c[4], c[5]);
   if (!g.valid() || c[2] >= g.KH || c[4] >= g.KH || c[3] >= g.KW || c[5] >= g.KW) {
@@ -42,7 +50,7 @@ bool is_pointwise(const mp::Geo &g) {
 
 }  // namespace
 
-// inputs x[N,C,H,W], w[O,C,KH,KW], cfg[7] int64; output y[N,O,OH,OW].
+// inputs x[N,C,H,W], w[O,C,KH,KW], cfg[8] int64; output y[N,O,OH,OW].
 MP_EXPORT int Conv2dForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                             void *, void *) {
   std::vector<mp::Arg> a;

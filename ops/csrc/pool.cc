@@ -9,16 +9,22 @@ namespace {
 constexpr const char *kFwd = "MaxPoolForward";
 constexpr const char *kBwd = "MaxPoolBackward";
 
-// cfg = [kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right]
+// cfg = [kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, same]; same = 1
+// ignores the explicit pads and pads "same" for the actual input size.
 bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, mp::Geo &g) {
-  if (!mp::expect_shape(fn, cfg, {8})) return false;
-  const int64_t *c = cfg.i64;
+  if (!mp::expect_shape(fn, cfg, {9})) return false;
+  int64_t c[9];
+  std::copy(cfg.i64, cfg.i64 + 9, c);
   for (int k = 0; k < 8; ++k)
     if (c[k] < (k < 4 ? 1 : 0) || c[k] > 4096) {
       mp::fail(fn, "cfg[%d] = %lld is out of range (kernel, strides >= 1, pads >= 0)", k,
                static_cast<long long>(c[k]));
       return false;
     }
+  if (c[8]) {
+    mp::same_pads(x.dim(2), c[0], c[2], c[4], c[6]);
+    mp::same_pads(x.dim(3), c[1], c[3], c[5], c[7]);
+  }
   g = mp::Geo::make(x.dim(2), x.dim(3), c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]);
   if (!g.valid() || c[4] >= g.KH || c[6] >= g.KH || c[5] >= g.KW || c[7] >= g.KW) {
     mp::fail(fn, "window %lldx%lld with padding (%lld,%lld,%lld,%lld) does not fit a %lldx%lld input",
@@ -32,7 +38,7 @@ bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, mp::Geo &g) 
 
 }  // namespace
 
-// inputs x[N,C,H,W], cfg[8] int64; output y[N,C,OH,OW].
+// inputs x[N,C,H,W], cfg[9] int64; output y[N,C,OH,OW].
 MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
                              void *) {
   std::vector<mp::Arg> a;
