@@ -99,7 +99,8 @@ def _lamb(p, g, lr, t, s, decay):
 
 
 REFERENCES: Dict[str, Callable] = {
-    "sgd": _sgd, "momentum": _momentum, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad, "lion": _lion, "lamb": _lamb,
+    "sgd": _sgd, "momentum": _momentum, "adam": _adam, "adamw": _adamw, "rmsprop": _rmsprop, "adagrad": _adagrad,
+    "lion": _lion, "lamb": _lamb,
 }
 EXTRA_ARGS = {"sgd": {"momentum": 0.9}, "momentum": {"use_nesterov": True}, "rmsprop": {"momentum": 0.5}}
 
@@ -217,7 +218,9 @@ def test_specs_advertise_exactly_what_the_factories_take():
     from mindplug.plugins.optimizers import factory
     for name in REFERENCES:
         info = mindplug.info(name, kind="optimizer")
-        taken = list(inspect.signature(getattr(factory, name)).parameters)
+        signature = inspect.signature(getattr(factory, name))
+        assert str(signature) == info.metadata["signature"]
+        taken = list(signature.parameters)
         assert taken == ["params", "lr", *info.metadata["common_arguments"], *info.metadata["arguments"]]
         for arg in ("momentum", "betas", "eps"):
             assert (f"has_{arg}" in info.tags) == (arg in info.metadata["arguments"])

@@ -82,7 +82,7 @@ def _signature(entry: OptimizerEntry) -> inspect.Signature:
     positional = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("params", "lr")]
     keywords = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
                 for name, default in {**COMMON_ARGUMENTS, **entry.arguments}.items()]
-    return inspect.Signature(positional + keywords, return_annotation=nn.Optimizer)
+    return inspect.Signature(positional + keywords)
 
 
 def make_factory(entry: OptimizerEntry) -> OptimizerFactory:

@@ -37,9 +37,16 @@ class OptimizerEntry:
         return tuple(f"has_{arg}" for arg in ("momentum", "betas", "eps") if arg in self.arguments)
 
     @property
+    def signature(self) -> str:
+        """The factory's call signature as text, for ``mindplug info`` (which cannot import the factory)."""
+        keywords = ", ".join(f"{k}={v!r}" for k, v in {**COMMON_ARGUMENTS, **self.arguments}.items())
+        return f"(params, lr, *, {keywords})"
+
+    @property
     def metadata(self) -> Mapping[str, Any]:
-        return {"arguments": dict(self.arguments), "optimizer_class": self.target_class,
-                "common_arguments": dict(COMMON_ARGUMENTS), "weight_decay_filters": WEIGHT_DECAY_FILTER_NAMES}
+        return {"signature": self.signature, "arguments": dict(self.arguments),
+                "optimizer_class": self.target_class, "common_arguments": dict(COMMON_ARGUMENTS),
+                "weight_decay_filters": WEIGHT_DECAY_FILTER_NAMES}
 
 
 #: The arguments every optimizer takes, after ``params`` and ``lr``.
