@@ -576,7 +576,7 @@ def save_config(cfg: Config, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as handle:
-        yaml.safe_dump(cfg.to_plain(), handle, sort_keys=False)
+        yaml.safe_dump({k: v for k, v in cfg.to_plain().items() if k != "config"}, handle, sort_keys=False)
     os.replace(tmp, path)
 
 

@@ -1,0 +1,126 @@
+"""A trained network back from its checkpoint, for validate, predict, export and bench.
+
+The recipe is the ``-c`` file when given, else the ``config.yaml`` the training run saved beside its
+checkpoints; the class names come from ``class_names.txt`` there, or ImageNet-1k's for 1000 classes.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Sequence, Tuple
+
+from .._errors import CheckpointError
+from . import state as st
+from .components import build_model
+from .config import Config, load_config
+
+IMAGENET_NAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+
+
+def run_dir(ckpt_path: str) -> str:
+    """The training run's directory of a checkpoint (weights file or ``state/`` file)."""
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    return os.path.dirname(folder) if os.path.basename(folder) == st.STATE_DIR else folder
+
+
+def recipe_for(ckpt_path: str, config_path: Optional[str], overrides: Sequence[Tuple[str, Any]]) -> Config:
+    """The recipe a checkpoint was trained with (or ``-c``), with command-line overrides on top."""
+    if not config_path and ckpt_path:
+        saved = os.path.join(run_dir(ckpt_path), "config.yaml")
+        if os.path.isfile(saved):
+            config_path = saved
+    cfg = load_config(config_path or None, overrides)
+    if config_path and os.path.basename(config_path) == "config.yaml":
+        # a saved run config: its own resume/ckpt settings must not leak into inference
+        cfg.resume, cfg.resume_opt = "", False
+    return cfg
+
+
+def check_checkpoint(path: str) -> None:
+    """Missing or empty checkpoints fail here, before MindSpore or any data is touched."""
+    if not path:
+        raise CheckpointError("no checkpoint given: pass --ckpt_path PATH (a .ckpt from training, or the seed's "
+                              "weights file); evaluating random weights would be meaningless")
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint file not found: {path!r}; check the path (relative paths are "
+                              f"resolved from {os.getcwd()!r})")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path!r} is a directory; give the .ckpt file inside it")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint file {path!r} is empty (0 bytes): the save or copy was cut off")
+
+
+def weights_of(path: str, *, ema: Optional[bool] = None) -> Tuple[dict, Optional[st.LoopState]]:
+    """The network weights in a checkpoint: from a train-state file its EMA weights (when it has them and
+    ``ema`` is not False) or its raw weights; from a weights file every entry."""
+    from mindplug._checkpoint import read_checkpoint, select_ema
+
+    state = read_checkpoint(path)
+    if st.META_KEY not in _names(path):
+        return state, None
+    loop, _ = st.read_state(path)
+    has_ema = any(k.startswith("ema.") for k in state)
+    if has_ema and ema is not False:
+        return select_ema(state, path), loop
+    return state, loop
+
+
+def _names(path: str) -> List[str]:
+    import mindspore as ms
+
+    try:
+        return list(ms.load_checkpoint(path, choice_func=lambda name: name == st.META_KEY))
+    except ValueError:  # MindSpore refuses an empty selection: the file has no loop record
+        return []
+
+
+def infer_num_classes(cfg: Config, ckpt_path: str, state: Optional[dict] = None) -> int:
+    """num_classes from the recipe, the run's class_names.txt, or the checkpoint's last 2-D weight."""
+    if cfg.num_classes:
+        return int(cfg.num_classes)
+    names = os.path.join(run_dir(ckpt_path), "class_names.txt") if ckpt_path else ""
+    if names and os.path.isfile(names):
+        with open(names, encoding="utf-8") as handle:
+            return len([line for line in handle if line.strip()])
+    if state:
+        matrices = [v for v in state.values() if getattr(v, "ndim", 0) == 2]
+        if matrices:
+            return int(matrices[-1].shape[0])
+    raise CheckpointError(f"cannot tell how many classes {ckpt_path!r} has: pass --num_classes N")
+
+
+def class_names(ckpt_path: str, num_classes: int, names_file: Optional[str] = None) -> List[str]:
+    """Names for each class index: a given file, the run's class_names.txt, ImageNet-1k's, or indices."""
+    candidates = [names_file] if names_file else []
+    if ckpt_path:
+        candidates.append(os.path.join(run_dir(ckpt_path), "class_names.txt"))
+    if num_classes == 1000:
+        candidates.append(IMAGENET_NAMES)
+    for path in candidates:
+        if path and os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                names = [line.strip() for line in handle if line.strip()]
+            if len(names) == num_classes:
+                return names
+    return [str(i) for i in range(num_classes)]
+
+
+def load_network(cfg: Config, ckpt_path: str, num_classes: Optional[int] = None, *,
+                 ema: Optional[bool] = None) -> Tuple[Any, int]:
+    """(network in eval mode with the checkpoint's weights, num_classes); strict: every parameter must fit."""
+    from mindplug._checkpoint import is_training_state, load_into
+
+    check_checkpoint(ckpt_path)
+    state, loop = weights_of(ckpt_path, ema=ema)
+    classes = num_classes or (loop.num_classes if loop else 0) or infer_num_classes(cfg, ckpt_path, state)
+    matrices = [v for k, v in state.items() if getattr(v, "ndim", 0) == 2 and not is_training_state(k)]
+    if matrices and int(matrices[-1].shape[0]) != classes:
+        raise CheckpointError(f"{ckpt_path!r} classifies {int(matrices[-1].shape[0])} classes but the config says "
+                              f"num_classes = {classes}; drop --num_classes or use the matching checkpoint")
+    if loop is None:
+        net = build_model(cfg, classes, ckpt_path, strict=True, pretrained=False)
+    else:
+        net = build_model(cfg, classes, None, pretrained=False)
+        names = set(net.parameters_dict())  # a state file also holds optimizer slots: take the weights
+        load_into(net, {k: v for k, v in state.items() if k in names}, strict=True, label=ckpt_path)
+    net.set_train(False)
+    return net, classes

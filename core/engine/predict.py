@@ -1,0 +1,71 @@
+"""Top-k predictions for image files, with class names, as a table or JSON."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from .._errors import DataError
+from .config import Config
+
+
+def read_image(path: str) -> np.ndarray:
+    """An HWC uint8 array (C = 1 for grayscale files, else 3); a bad file is a DataError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise DataError(f"image file not found: {path!r}")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L") if image.mode in ("L", "1", "I;16", "I") else image.convert("RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {path!r}: {exc}") from None
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def preprocess(cfg: Config, images: Sequence[np.ndarray]) -> np.ndarray:
+    """The evaluation transforms of the recipe, applied one image at a time, stacked to NCHW float32."""
+    from mindplug._transforms import build_transforms
+
+    ops = build_transforms(cfg, is_training=False)
+    out = []
+    for image in images:
+        for op in ops:
+            image = op(image)
+        out.append(np.asarray(image, dtype=np.float32))
+    return np.stack(out)
+
+
+def predict(net: Any, cfg: Config, paths: Sequence[str], names: List[str], topk: int) -> List[Dict[str, Any]]:
+    """[{image, top: [{rank, class, name, probability}]}] for each path."""
+    import mindspore as ms
+    from mindspore import ops
+
+    batch = preprocess(cfg, [read_image(p) for p in paths])
+    logits = net(ms.Tensor(batch))
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    probs = ops.softmax(logits.astype(ms.float32), axis=-1).asnumpy()
+    k = min(topk, probs.shape[1])
+    results = []
+    for path, row in zip(paths, probs):
+        order = np.argsort(-row, kind="stable")[:k]
+        results.append({"image": path, "top": [{"rank": r + 1, "class": int(c), "name": names[int(c)],
+                                               "probability": float(row[c])} for r, c in enumerate(order)]})
+    return results
+
+
+def render(results: List[Dict[str, Any]], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(results, indent=2)
+    rows = [[res["image"], str(t["rank"]), str(t["class"]), t["name"], f"{100 * t['probability']:.2f}%"]
+            for res in results for t in res["top"]]
+    header = ["image", "rank", "class", "name", "probability"]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
