@@ -21,7 +21,7 @@ def schedule(name, **kwargs):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_schedule_gives_one_float32_rate_per_step(name):
-    extra = {"milestones": [2]} if name == "multi_step_decay" else {}
+    extra = {"multi_step_decay_milestones": [2]} if name == "multi_step_decay" else {}
     rates = schedule(name, lr=0.1, steps_per_epoch=3, num_epochs=4, **extra)
     assert rates.dtype == np.float32 and rates.shape == (12,)
     assert np.all(np.isfinite(rates)) and np.all(rates >= 0) and rates.max() <= 0.1 + 1e-7
@@ -69,7 +69,7 @@ def test_step_multi_step_exponential_polynomial_golden_values():
         [0.1] * 4 + [0.05] * 4 + [0.025] * 2, rtol=1e-6)
     # milestones count epochs after the warmup, as MindCV does
     np.testing.assert_allclose(
-        schedule("multi_step_decay", lr=0.1, milestones=[3, 1], decay_rate=0.1, steps_per_epoch=1,
+        schedule("multi_step_decay", lr=0.1, multi_step_decay_milestones=[3, 1], decay_rate=0.1, steps_per_epoch=1,
                  num_epochs=6, warmup_epochs=1, warmup_factor=0.5),
         [0.05, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-5)
     np.testing.assert_allclose(
@@ -129,7 +129,7 @@ def test_decay_longer_than_the_run_warns_like_mindcv():
     ("constant", {"steps_per_epoch": 2.5}, "steps_per_epoch must be an integer"),
     ("constant", {"lr": 0}, "lr must be a number > 0"),
     ("constant", {"warmup_factor": 2}, "warmup_factor must be a number >= 0.0 and <= 1.0"),
-    ("multi_step_decay", {"milestones": "30,60"}, "milestones must be a list"),
+    ("multi_step_decay", {"multi_step_decay_milestones": "30,60"}, "milestones must be a list"),
     ("one_cycle", {"warmup_epochs": 1}, "set warmup_epochs: 0"),
     ("one_cycle", {"anneal_strategy": "cosine"}, "anneal_strategy must be one of 'cos', 'linear'"),
     ("cyclic", {"num_cycles": 20}, "do not fit"),
@@ -137,7 +137,7 @@ def test_decay_longer_than_the_run_warns_like_mindcv():
 def test_bad_arguments_are_config_errors(name, kwargs, message):
     args = {"lr": 0.1, "steps_per_epoch": 2, "num_epochs": 4, **kwargs}
     if name == "multi_step_decay":
-        args.setdefault("milestones", [1])
+        args.setdefault("multi_step_decay_milestones", [1])
     with pytest.raises(ConfigError, match=message):
         schedule(name, **args)
 

@@ -157,12 +157,15 @@ def step_decay(*, lr: float, steps_per_epoch: int, num_epochs: int, decay_epochs
         warmup_factor=warmup_factor, lr_epoch_stair=lr_epoch_stair)
 
 
-def multi_step_decay(*, lr: float, steps_per_epoch: int, num_epochs: int, milestones: Sequence[int],
-                     decay_rate: float = 0.1, warmup_epochs: int = 0, warmup_factor: float = 0.0,
-                     lr_epoch_stair: bool = False) -> np.ndarray:
-    """``lr`` multiplied by ``decay_rate`` at each milestone epoch (counted after the warmup)."""
+def multi_step_decay(*, lr: float, steps_per_epoch: int, num_epochs: int,
+                     multi_step_decay_milestones: Sequence[int], decay_rate: float = 0.1, warmup_epochs: int = 0,
+                     warmup_factor: float = 0.0, lr_epoch_stair: bool = False) -> np.ndarray:
+    """``lr`` multiplied by ``decay_rate`` at each milestone epoch (counted after the warmup). The argument
+    has the recipe key's name, ``multi_step_decay_milestones``, so a MindCV recipe's value reaches it."""
+    milestones = multi_step_decay_milestones
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
-        raise ConfigError(f"multi_step_decay: milestones must be a list of epochs, got {milestones!r}.")
+        raise ConfigError(f"multi_step_decay: multi_step_decay_milestones must be a list of epochs, "
+                          f"got {milestones!r}.")
     marks = np.array(sorted(_int("multi_step_decay: milestone", m, 0) for m in milestones), dtype=np.float64)
     rate = _real("multi_step_decay: decay_rate", decay_rate, 0.0, strict=True)
     return _schedule(
