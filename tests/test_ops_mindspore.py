@@ -96,7 +96,7 @@ def test_max_pool_matches_native(mode, k, stride):
     assert rel_err(ours(x).asnumpy(), ref(x).asnumpy()) == 0
     r = Tensor(normal(ref(x).shape, 6))
     grads = [ms.grad(WeightedSum(pool, r))(x).asnumpy() for pool in (ours, ref)]
-    assert rel_err(*grads) == 0
+    assert rel_err(*grads) < 1e-6  # overlapping windows may sum in another order
 
 
 class WeightedSum(nn.Cell):
