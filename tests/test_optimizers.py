@@ -128,12 +128,13 @@ def test_two_steps_match_numpy(name, loss_scale, mode):
     np.testing.assert_allclose(b.asnumpy(), expected[1], rtol=2e-5, atol=2e-6)
 
 
-def test_momentum_step_on_dense_net_in_train_one_step_cell(graph_mode):
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_step_on_dense_net_in_train_one_step_cell(name, graph_mode):
     """The path training takes: a config dict, TrainOneStepCell in GRAPH mode, MSE loss, numpy gradient."""
     net = nn.Dense(4, 3)
     net.weight.set_data(Tensor(W0))
     net.bias.set_data(Tensor(B0))
-    cfg = {"type": "momentum", "momentum": 0.9, "weight_decay": 1e-3, "weight_decay_filter": "auto"}
+    cfg = {"type": name, "weight_decay": WD, "weight_decay_filter": "auto", **EXTRA_ARGS.get(name, {})}
     opt = mindplug.build(cfg, kind="optimizer", params=net.trainable_params(), lr=0.1)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.MSELoss()), opt)
     x = RS.randn(5, 4).astype(np.float32)
@@ -141,10 +142,11 @@ def test_momentum_step_on_dense_net_in_train_one_step_cell(graph_mode):
     step(Tensor(x), Tensor(target))
 
     dy = 2.0 * (x @ W0.T + B0 - target) / target.size
-    grad_w = dy.T @ x + 1e-3 * W0      # the bias is 1-D: no decay under 'auto'
-    grad_b = dy.sum(axis=0)
-    np.testing.assert_allclose(net.weight.asnumpy(), W0 - 0.1 * grad_w, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(net.bias.asnumpy(), B0 - 0.1 * grad_b, rtol=1e-5, atol=1e-6)
+    reference = REFERENCES[name]
+    expected_w = reference(W0.astype(np.float64), dy.T @ x, 0.1, 1, {}, True)
+    expected_b = reference(B0.astype(np.float64), dy.sum(axis=0), 0.1, 1, {}, False)  # 1-D: no decay ('auto')
+    np.testing.assert_allclose(net.weight.asnumpy(), expected_w, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(net.bias.asnumpy(), expected_b, rtol=2e-5, atol=2e-6)
 
 
 SHAPES = {"conv.weight": (2, 1, 3, 3), "bn.gamma": (2,), "bn.beta": (2,), "fc.weight": (3, 2), "fc.bias": (3,),
