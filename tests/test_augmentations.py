@@ -137,6 +137,20 @@ def test_policy_ops_refuse_other_channel_counts_with_the_fix():
         aug("rand_augment")(image(4))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_policy_op_at_every_magnitude(channels):
+    """Each op of the RandAugment/AutoAugment/AugMix tables at the ends of its range (0 bits kept included)."""
+    from mindplug.plugins.augmentations._pil_ops import LEVEL, AugmentOp, from_pil, to_pil
+
+    x = image(channels, 9, 7)
+    for name in LEVEL:
+        for magnitude in (0.0, 5.0, 10.0, 12.0):
+            out = from_pil(AugmentOp(name, 1.0, magnitude, magnitude_max=12.0)(to_pil(x)))
+            assert out.shape == x.shape and out.dtype == np.uint8, name
+    black = from_pil(AugmentOp("PosterizeIncreasing", 1.0, 10.0)(to_pil(x)))
+    assert not black.any()
+
+
 # ---------------------------------------------------------------- policy strings
 
 def test_randaug_string_parsed_fully():
@@ -257,6 +271,8 @@ def test_bad_names_and_arguments_are_clear():
         aug("rand_augment", polcy="randaug-m9")
     with pytest.raises(ConfigError, match="interpolation 'bilinar'.*bilinear"):
         aug("random_resized_crop", size=8, interpolation="bilinar")
+    with pytest.raises(ConfigError, match="interpolation 'lanczos' .MindSpore's resize on numpy images has no"):
+        aug("resize", size=8, interpolation="lanczos")
     with pytest.raises(ConfigError, match="size must be"):
         aug("resize", size=-3)
     with pytest.raises(ConfigError, match="random_erasing"):

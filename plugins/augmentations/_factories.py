@@ -29,17 +29,21 @@ IMAGENET_GRAY_MEAN = (sum(IMAGENET_MEAN) / 3,)
 IMAGENET_GRAY_STD = (sum(IMAGENET_STD) / 3,)
 
 _INTER = {"nearest": Inter.NEAREST, "bilinear": Inter.BILINEAR, "linear": Inter.LINEAR,
-          "bicubic": Inter.BICUBIC, "cubic": Inter.CUBIC, "area": Inter.AREA, "pilcubic": Inter.PILCUBIC,
-          "antialias": Inter.ANTIALIAS}
+          "bicubic": Inter.BICUBIC, "cubic": Inter.CUBIC, "area": Inter.AREA, "pilcubic": Inter.PILCUBIC}
 _BORDER = {"constant": Border.CONSTANT, "edge": Border.EDGE, "reflect": Border.REFLECT,
            "symmetric": Border.SYMMETRIC}
+
+
+#: names MindSpore's C++ image ops cannot do on decoded (numpy) images, with the reason
+_UNSUPPORTED = {"lanczos": "MindSpore's resize on numpy images has no lanczos/antialias filter",
+                "antialias": "MindSpore's resize on numpy images has no lanczos/antialias filter"}
 
 
 def _lookup(table: dict, value: Any, what: str, component: str) -> Any:
     key = str(value).lower()
     if key not in table:
-        raise ConfigError(f"{component}: unknown {what} {value!r}{did_you_mean(key, table)}; "
-                          f"choose one of {', '.join(table)}")
+        why = f" ({_UNSUPPORTED[key]})" if key in _UNSUPPORTED else did_you_mean(key, table)
+        raise ConfigError(f"{component}: unknown {what} {value!r}{why}; choose one of {', '.join(table)}")
     return table[key]
 
 

@@ -24,7 +24,8 @@ Fill = Tuple[int, ...]
 #: resampling filters by name, for geometric ops
 PIL_RESAMPLE: Dict[str, int] = {
     "nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "linear": Image.BILINEAR,
-    "bicubic": Image.BICUBIC, "cubic": Image.BICUBIC, "area": Image.BOX, "lanczos": Image.LANCZOS,
+    "bicubic": Image.BICUBIC, "cubic": Image.BICUBIC, "pilcubic": Image.BICUBIC, "area": Image.BOX,
+    "lanczos": Image.LANCZOS, "antialias": Image.LANCZOS,
 }
 
 
@@ -55,6 +56,15 @@ def _solarize_add(image: Image.Image, add: float, thresh: int = 128) -> Image.Im
     return image.point(lut * len(image.getbands()))
 
 
+def _posterize(image: Image.Image, bits: int) -> Image.Image:
+    """Keep the top ``bits`` bits; 0 bits is a black image (Pillow >= 10 refuses bits < 1)."""
+    if bits >= 8:
+        return image
+    if bits <= 0:
+        return image.point(lambda _: 0)
+    return ImageOps.posterize(image, bits)
+
+
 def _enhance(kind: Callable[[Image.Image], ImageEnhance._Enhance]) -> Callable[..., Image.Image]:
     return lambda img, factor, fill, resample: kind(img).enhance(factor)
 
@@ -66,7 +76,7 @@ APPLY: Dict[str, Callable[..., Image.Image]] = {
     "Equalize": lambda img, arg, fill, resample: ImageOps.equalize(img),
     "Invert": lambda img, arg, fill, resample: ImageOps.invert(img),
     "Rotate": lambda img, deg, fill, resample: img.rotate(deg, resample=resample, fillcolor=_fill_for(img, fill)),
-    "Posterize": lambda img, bits, fill, resample: img if bits >= 8 else ImageOps.posterize(img, max(0, int(bits))),
+    "Posterize": lambda img, bits, fill, resample: _posterize(img, int(bits)),
     "Solarize": lambda img, thresh, fill, resample: ImageOps.solarize(img, thresh),
     "SolarizeAdd": lambda img, add, fill, resample: _solarize_add(img, add),
     "Color": _enhance(ImageEnhance.Color),
