@@ -354,6 +354,8 @@ class Registry:
             signature, doc = static_signature(spec.target)
         else:
             signature, doc = live_signature(spec.target)
+        if signature == "(...)" and isinstance(spec.metadata.get("signature"), str):
+            signature = spec.metadata["signature"]  # a generated factory states its own signature
         description = spec.description or (doc.strip().splitlines()[0] if doc.strip() else "")
         return ComponentInfo(spec.name, entry.canonical_id, spec.kind, entry.plugin, entry.distribution,
                              entry.version, spec.target_path, signature, description, spec.tags,

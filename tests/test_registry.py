@@ -201,6 +201,9 @@ def test_lazy_target_import_error_names_the_plugin():
     spec = ComponentSpec("ghost", "model", "mindplug_no_such_module_xyz:net")
     reg = _registry(_source("ghosts", _module("ghosts", mindplug_models=[spec]), dist="ghost-dist", version="9"))
     assert reg.info("ghost").signature == "(...)"
+    stated = ComponentSpec("ghost2", "model", "mindplug_no_such_module_xyz:net", metadata={"signature": "(a=1)"})
+    reg2 = _registry(_source("g2", _module("g2", mindplug_models=[stated])))
+    assert reg2.info("ghost2").signature == "(a=1)"
     with pytest.raises(ComponentImportError, match=r"'ghosts:ghost' from ghost-dist 9 could not be loaded"):
         reg.create("ghost")
 
