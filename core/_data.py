@@ -25,7 +25,12 @@ COLUMNS = ["image", "label"]
 
 
 class ShardSampler:
-    """Indices of one shard for each epoch; ``iter()`` starts the next epoch (MindSpore calls it once per epoch)."""
+    """Indices of one shard for each epoch; ``iter()`` starts the next epoch.
+
+    One iterator with ``num_epochs=N`` walks epochs ``start_epoch..start_epoch+N-1``. MindSpore copies the
+    sampler for every new iterator, so a fresh iterator over the same dataset restarts at ``start_epoch``:
+    build one pipeline per epoch with ``start_epoch=epoch`` (or a per-epoch seed).
+    """
 
     def __init__(self, num_rows: int, *, shuffle: bool, seed: int, num_shards: int = 1, shard_id: int = 0,
                  equal_shards: bool = False, start_epoch: int = 0) -> None:
