@@ -315,7 +315,8 @@ class Trainer:
         validate = self.val_src is not None and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size)
         if validate:
             metrics = self._validate()
-            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],
+                          val_images=metrics["count"])
         loop.history.append(record)
         self._log_epoch(record)
         save = (epoch + 1) % cfg.ckpt_save_interval == 0 or epoch + 1 == cfg.epoch_size or bool(stop)
