@@ -36,22 +36,23 @@ def _zeros_like_cfg(cfg: Tensor) -> Tensor:
 
 
 def conv2d_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, relu: bool, same: bool):
-    """(forward, backward) Custom ops of one conv layer: y = [relu](conv(x, w)); bwd -> (dx, dw)."""
+    """(forward, input-gradient, weight-gradient) Custom ops of one conv layer: y = [relu](conv(x, w)).
+
+    The two gradients are separate ops so that GRAPH mode drops the input gradient of the first layer."""
     attrs = dict(stride=tuple(stride), pads=tuple(pads), relu=bool(relu), same=bool(same), kernel=tuple(kernel))
 
     def fwd_shape(x: Shape, w: Shape, _cfg: Shape):
         return [x[0], w[0], _out_size(x[2], w[2], stride[0], pads[0], pads[2], same),
                 _out_size(x[3], w[3], stride[1], pads[1], pads[3], same)]
 
-    backward = _custom("Conv2dBackward", lambda dy, y, x, w, cfg: (list(x), list(w)),
-                       (mstype.float32, mstype.float32), **attrs)
+    grad_x = _custom("Conv2dBackwardData", lambda dy, y, x, w, cfg: list(x), mstype.float32, **attrs)
+    grad_w = _custom("Conv2dBackwardFilter", lambda dy, y, x, w, cfg: list(w), mstype.float32, **attrs)
 
     def bprop(x, w, cfg, out, dout):
-        dx, dw = backward(dout, out, x, w, cfg)
-        return dx, dw, _zeros_like_cfg(cfg)
+        return grad_x(dout, out, x, w, cfg), grad_w(dout, out, x, w, cfg), _zeros_like_cfg(cfg)
 
     forward = _custom("Conv2dForward", fwd_shape, mstype.float32, bprop, **attrs)
-    return forward, backward
+    return forward, grad_x, grad_w
 
 
 def max_pool_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, same: bool):
@@ -62,10 +63,10 @@ def max_pool_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, s
         return [x[0], x[1], _out_size(x[2], kernel[0], stride[0], pads[0], pads[2], same),
                 _out_size(x[3], kernel[1], stride[1], pads[1], pads[3], same)]
 
-    backward = _custom("MaxPoolBackward", lambda dy, x, cfg: list(x), mstype.float32, **attrs)
+    backward = _custom("MaxPoolBackward", lambda dy, x, y, cfg: list(x), mstype.float32, **attrs)
 
     def bprop(x, cfg, out, dout):
-        return backward(dout, x, cfg), _zeros_like_cfg(cfg)
+        return backward(dout, x, out, cfg), _zeros_like_cfg(cfg)
 
     forward = _custom("MaxPoolForward", fwd_shape, mstype.float32, bprop, **attrs)
     return forward, backward
@@ -118,7 +119,7 @@ class Conv2dKernel(nn.Cell):
         super().__init__()
         kernel, stride = _pair(kernel_size), _pair(stride)
         pads, same = _pads(padding)
-        self.op, _ = conv2d_ops(kernel, stride, pads, relu, same)
+        self.op = conv2d_ops(kernel, stride, pads, relu, same)[0]
         self.cfg = Tensor(np.array([*stride, *pads, int(relu), int(same)], np.int64))
 
     def construct(self, x: Tensor, weight: Tensor) -> Tensor:

@@ -13,6 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 
 LIBRARY_NAME = "libmindplug_kernels.so"
+#: the AOT entry points of the library
+ENTRIES = ("Conv2dForward", "Conv2dBackwardData", "Conv2dBackwardFilter", "MaxPoolForward", "MaxPoolBackward",
+           "InceptionForward", "InceptionBackward")
 
 
 def library_path() -> Path:
@@ -56,8 +59,7 @@ def load() -> ctypes.CDLL:
     aot = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int),
            ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.POINTER(ctypes.c_char_p),
            ctypes.c_void_p, ctypes.c_void_p]
-    for entry in ("Conv2dForward", "Conv2dBackward", "MaxPoolForward", "MaxPoolBackward",
-                  "InceptionForward", "InceptionBackward"):
+    for entry in ENTRIES:
         fn = getattr(lib, entry)
         fn.argtypes, fn.restype = aot, ctypes.c_int
     lib.MindplugLastError.restype = ctypes.c_char_p
@@ -84,10 +86,11 @@ def gemm_backend() -> str:
     return load().MindplugGemmBackend().decode()
 
 
-def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]") -> "list":
+def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]", out: "list | None" = None) -> "list":
     """Runs one kernel entry point on numpy arrays with the AOT ABI, outside MindSpore.
 
-    Used by the kernel tests and the per-kernel profile; raises with the kernel's own message.
+    Used by the kernel tests and the per-kernel profile; raises with the kernel's own message. ``out``
+    reuses float32 arrays (as MindSpore's memory pool does) instead of fresh ones from ``out_shapes``.
     """
     import numpy as np
 
@@ -95,7 +98,7 @@ def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]") -> "li
 
     lib = load()
     arrays = [np.ascontiguousarray(a) for a in inputs]
-    arrays += [np.empty(s, np.float32) for s in out_shapes]
+    arrays += list(out) if out is not None else [np.empty(s, np.float32) for s in out_shapes]
     n = len(arrays)
     shape_bufs = [(ctypes.c_int64 * max(a.ndim, 1))(*a.shape) for a in arrays]
     params = (ctypes.c_void_p * n)(*[a.ctypes.data for a in arrays])

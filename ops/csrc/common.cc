@@ -97,7 +97,8 @@ bool expect_shape(const char *fn, const Arg &a, std::initializer_list<int64_t> d
 }
 
 float *scratch(int slot, size_t count) {
-  static thread_local std::vector<float> bufs[8];
+  if (slot < 0 || slot >= kScratchSlots) std::abort();
+  static thread_local std::vector<float> bufs[kScratchSlots];
   std::vector<float> &b = bufs[slot];
   if (b.size() < count) {
     b.clear();

@@ -62,6 +62,8 @@ inline void same_pads(int64_t n, int64_t k, int64_t s, int64_t &lo, int64_t &hi)
 }
 
 // A grow-only per-thread scratch buffer (kernels run on OpenMP pool threads that persist).
+// Slots 0-7 belong to the kernel being run, slot 8 to maxpool_plane.
+constexpr int kScratchSlots = 9;
 float *scratch(int slot, size_t count);
 
 }  // namespace mp

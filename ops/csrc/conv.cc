@@ -10,7 +10,6 @@
 namespace {
 
 constexpr const char *kFwd = "Conv2dForward";
-constexpr const char *kBwd = "Conv2dBackward";
 
 // cfg = [stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, relu, same]; same = 1 ignores the
 // explicit pads and pads "same" for the actual input size (MindSpore's pad_mode="same").
@@ -83,40 +82,79 @@ MP_EXPORT int Conv2dForward(int nparam, void **params, int *ndims, int64_t **sha
   return 0;
 }
 
-// inputs dy[N,O,OH,OW], y (the forward output, for the ReLU mask), x, w, cfg; outputs dx, dw.
-MP_EXPORT int Conv2dBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                             void *, void *) {
+namespace {
+
+// The shared part of both gradients: validate, then run fn(tid, n0, nb, G) per chunk with G the
+// ReLU-masked output gradient of the chunk as [O][nb*OHW].
+template <class F>
+int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                  const char *out_spec, F body) {
   std::vector<mp::Arg> a;
-  if (!mp::bind(kBwd, nparam, params, ndims, shapes, dtypes,
-                {"dy:f4", "y:f4", "x:f4", "w:f4", "cfg:i1", "dx:f4", "dw:f4"}, a))
+  if (!mp::bind(fn, nparam, params, ndims, shapes, dtypes, {"dy:f4", "y:f4", "x:f4", "w:f4", "cfg:i1", out_spec}, a))
     return 1;
-  const mp::Arg &dy = a[0], &y = a[1], &x = a[2], &w = a[3], &cfg = a[4], &dx = a[5], &dw = a[6];
+  const mp::Arg &dy = a[0], &y = a[1], &x = a[2], &w = a[3], &cfg = a[4], &out = a[5];
   mp::Geo g;
   bool relu;
-  if (!read_cfg(kBwd, cfg, x, w, g, relu)) return 1;
-  const int64_t N = x.dim(0), C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
-  if (!mp::expect_shape(kBwd, dy, {N, O, g.OH, g.OW}) || !mp::expect_shape(kBwd, y, {N, O, g.OH, g.OW}) ||
-      !mp::expect_shape(kBwd, dx, {N, C, g.H, g.W}) || !mp::expect_shape(kBwd, dw, {O, C, g.KH, g.KW}))
+  if (!read_cfg(fn, cfg, x, w, g, relu)) return 1;
+  const int64_t N = x.dim(0), O = w.dim(0), OHW = g.OH * g.OW;
+  const bool is_dx = out_spec[1] == 'x';
+  if (!mp::expect_shape(fn, dy, {N, O, g.OH, g.OW}) || !mp::expect_shape(fn, y, {N, O, g.OH, g.OW}) ||
+      !(is_dx ? mp::expect_shape(fn, out, {N, x.dim(1), g.H, g.W})
+              : mp::expect_shape(fn, out, {O, x.dim(1), g.KH, g.KW})))
     return 1;
-  const bool pw = is_pointwise(g);
-  mp::GradAccum acc(O * K);
-  mp::for_chunks(N, OHW, [&](int tid, int64_t n0, int64_t nb) {
-    const int64_t cols = nb * OHW;
-    float *G = mp::scratch(1, O * cols);
-    mp::gather(dy.f + n0 * O * OHW, relu ? y.f + n0 * O * OHW : nullptr, O, nb, OHW, O * OHW, OHW, G);
-    float *dxn = dx.f + n0 * C * HW;
-    if (pw && nb == 1) {
-      mp::sgemm(false, true, O, K, cols, 1.f, G, cols, x.f + n0 * C * HW, cols, 1.f, acc.of(tid), K);
-      mp::sgemm(true, false, K, cols, O, 1.f, w.f, K, G, cols, 0.f, dxn, cols);
-      return;
-    }
-    float *col = mp::scratch(0, K * cols);
-    mp::im2col(x.f + n0 * C * HW, C, nb, HW, C * HW, g, col);
-    mp::sgemm(false, true, O, K, cols, 1.f, G, cols, col, cols, 1.f, acc.of(tid), K);
-    mp::sgemm(true, false, K, cols, O, 1.f, w.f, K, G, cols, 0.f, col, cols);
-    std::fill(dxn, dxn + nb * C * HW, 0.f);
-    mp::col2im_add(col, C, nb, dxn, HW, C * HW, g);
+  body(x, w, out, g, [&](auto &&chunk) {
+    mp::for_chunks(N, OHW, [&](int tid, int64_t n0, int64_t nb) {
+      float *G = mp::scratch(1, O * nb * OHW);
+      mp::gather(dy.f + n0 * O * OHW, relu ? y.f + n0 * O * OHW : nullptr, O, nb, OHW, O * OHW, OHW, G);
+      chunk(tid, n0, nb, G);
+    });
   });
-  acc.reduce_into(dw.f);
   return 0;
+}
+
+}  // namespace
+
+// inputs dy[N,O,OH,OW], y (the forward output, for the ReLU mask), x, w, cfg; output dx[N,C,H,W].
+// A separate op from the weight gradient so that GRAPH mode drops it for the network's input layer.
+MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *, void *) {
+  return conv_backward("Conv2dBackwardData", nparam, params, ndims, shapes, dtypes, "dx:f4",
+                       [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dx, const mp::Geo &g, auto run) {
+    const int64_t C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
+    const bool pw = is_pointwise(g);
+    run([&](int, int64_t n0, int64_t nb, const float *G) {
+      const int64_t cols = nb * OHW;
+      float *dxn = dx.f + n0 * C * HW;
+      if (pw && nb == 1) {
+        mp::sgemm(true, false, K, cols, O, 1.f, w.f, K, G, cols, 0.f, dxn, cols);
+        return;
+      }
+      float *col = mp::scratch(0, K * cols);
+      mp::sgemm(true, false, K, cols, O, 1.f, w.f, K, G, cols, 0.f, col, cols);
+      std::fill(dxn, dxn + nb * C * HW, 0.f);
+      mp::col2im_add(col, C, nb, dxn, HW, C * HW, g);
+    });
+  });
+}
+
+// inputs dy, y, x, w, cfg (as Conv2dBackwardData); output dw[O,C,KH,KW].
+MP_EXPORT int Conv2dBackwardFilter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                   void *, void *) {
+  return conv_backward("Conv2dBackwardFilter", nparam, params, ndims, shapes, dtypes, "dw:f4",
+                       [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dw, const mp::Geo &g, auto run) {
+    const int64_t C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
+    const bool pw = is_pointwise(g);
+    mp::GradAccum acc(O * K);
+    run([&](int tid, int64_t n0, int64_t nb, const float *G) {
+      const int64_t cols = nb * OHW;
+      const float *col = x.f + n0 * C * HW;
+      if (!(pw && nb == 1)) {
+        float *buf = mp::scratch(0, K * cols);
+        mp::im2col(x.f + n0 * C * HW, C, nb, HW, C * HW, g, buf);
+        col = buf;
+      }
+      mp::sgemm(false, true, O, K, cols, 1.f, G, cols, col, cols, 1.f, acc.of(tid), K);
+    });
+    acc.reduce_into(dw.f);
+  });
 }

@@ -166,11 +166,13 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
     float *p = mp::scratch(4, C * cols);
     pool_chunk(b, xc, nb, p);
     mp::sgemm(false, true, b.c4, C, cols, 1.f, G4, cols, p, cols, 1.f, dW + o4, C);
-    mp::sgemm(true, false, C, cols, b.c4, 1.f, w4, C, G4, cols, 0.f, p, cols);  // p now holds dP
+    float *dp = mp::scratch(3, C * cols);
+    mp::sgemm(true, false, C, cols, b.c4, 1.f, w4, C, G4, cols, 0.f, dp, cols);
     float *dxn = dx.f + n0 * C * HW;
     float *dxc = nb == 1 ? dxn : mp::scratch(7, C * cols);
     std::fill(dxc, dxc + C * cols, 0.f);
-    for (int64_t i = 0; i < C * nb; ++i) mp::maxpool_plane_bwd_add(p + i * HW, xc + i * HW, b.gp, dxc + i * HW);
+    for (int64_t i = 0; i < C * nb; ++i)
+      mp::maxpool_plane_bwd_add(dp + i * HW, xc + i * HW, p + i * HW, b.gp, dxc + i * HW);
     // the fused 1x1 GEMM's gradients
     mp::sgemm(false, true, b.R, C, cols, 1.f, dz, cols, xc, cols, 1.f, dW, C);
     mp::sgemm(true, false, C, cols, b.R, 1.f, wcat.data(), C, dz, cols, 1.f, dxc, cols);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace mp {
 
@@ -84,7 +85,10 @@ void gather(const float *src, const float *mask, int64_t C, int64_t nb, int64_t 
       } else {
         const float *m = mask + c * cs + b * bs;
 #pragma omp simd
-        for (int64_t p = 0; p < HW; ++p) d[p] = m[p] > 0.f ? s[p] : 0.f;
+        for (int64_t p = 0; p < HW; ++p) {
+          const float v = s[p];  // unconditional load: a select, not a branch, so it vectorises
+          d[p] = m[p] > 0.f ? v : 0.f;
+        }
       }
     }
 }
@@ -98,50 +102,95 @@ void scatter(const float *src, int64_t C, int64_t nb, int64_t HW, bool relu, flo
         std::memcpy(d, s, sizeof(float) * HW);
       } else {
 #pragma omp simd
-        for (int64_t p = 0; p < HW; ++p) d[p] = s[p] > 0.f ? s[p] : 0.f;
+        for (int64_t p = 0; p < HW; ++p) {
+          const float v = s[p];
+          d[p] = v > 0.f ? v : 0.f;
+        }
       }
     }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
 void maxpool_plane(const float *src, const Geo &g, float *dst) {
+  float *rowmax = scratch(8, static_cast<size_t>(g.W));
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     const int64_t h0 = std::max<int64_t>(oh * g.sh - g.pt, 0), h1 = std::min(oh * g.sh - g.pt + g.KH, g.H);
-    for (int64_t ow = 0; ow < g.OW; ++ow) {
-      const int64_t w0 = std::max<int64_t>(ow * g.sw - g.pl, 0), w1 = std::min(ow * g.sw - g.pl + g.KW, g.W);
-      float m = -__builtin_inff();
-      for (int64_t h = h0; h < h1; ++h)
-        for (int64_t w = w0; w < w1; ++w) m = std::max(m, src[h * g.W + w]);
-      dst[oh * g.OW + ow] = m;
+    std::memcpy(rowmax, src + h0 * g.W, sizeof(float) * g.W);
+    for (int64_t h = h0 + 1; h < h1; ++h) {
+      const float *r = src + h * g.W;
+#pragma omp simd
+      for (int64_t w = 0; w < g.W; ++w) {
+        const float v = r[w];
+        rowmax[w] = rowmax[w] > v ? rowmax[w] : v;
+      }
+    }
+    float *d = dst + oh * g.OW;
+    std::fill(d, d + g.OW, -__builtin_inff());
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      int64_t lo, hi;
+      valid_range(g, kw, lo, hi);
+      const float *r = rowmax + kw - g.pl;
+      if (g.sw == 1) {
+#pragma omp simd
+        for (int64_t ow = lo; ow < hi; ++ow) {
+          const float v = r[ow];
+          d[ow] = d[ow] > v ? d[ow] : v;
+        }
+      } else {
+        for (int64_t ow = lo; ow < hi; ++ow) d[ow] = std::max(d[ow], r[ow * g.sw]);
+      }
     }
   }
 }
 
-void maxpool_plane_bwd_add(const float *dy, const float *src, const Geo &g, float *dx) {
+// Vectorised per ISA and chosen at load time, like the GEMM fallback (no -march=native).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, const Geo &g, float *dx) {
+  // Per output row, the flat index of each window's first element equal to y, found branch-free by
+  // visiting the window backwards so the first match is written last (int32: a plane is < 2^31).
+  static thread_local std::vector<int32_t> best;
+  if (static_cast<int64_t>(best.size()) < g.OW) best.resize(static_cast<size_t>(g.OW));
+  int32_t *idx = best.data();
   for (int64_t oh = 0; oh < g.OH; ++oh) {
     const int64_t h0 = std::max<int64_t>(oh * g.sh - g.pt, 0), h1 = std::min(oh * g.sh - g.pt + g.KH, g.H);
-    for (int64_t ow = 0; ow < g.OW; ++ow) {
-      const int64_t w0 = std::max<int64_t>(ow * g.sw - g.pl, 0), w1 = std::min(ow * g.sw - g.pl + g.KW, g.W);
-      int64_t best = -1;
-      float m = -__builtin_inff();
-      for (int64_t h = h0; h < h1; ++h)
-        for (int64_t w = w0; w < w1; ++w)
-          if (best < 0 || src[h * g.W + w] > m) {
-            m = src[h * g.W + w];
-            best = h * g.W + w;
-          }
-      if (best >= 0) dx[best] += dy[oh * g.OW + ow];
+    const float *yr = y + oh * g.OW;
+    std::fill(idx, idx + g.OW, -1);
+    for (int64_t h = h1 - 1; h >= h0; --h) {
+      const float *r = src + h * g.W;
+      for (int64_t kw = g.KW - 1; kw >= 0; --kw) {
+        int64_t lo, hi;
+        valid_range(g, kw, lo, hi);
+        const int64_t off = kw - g.pl;
+        const int32_t base = static_cast<int32_t>(h * g.W + off);
+        const int32_t sw = static_cast<int32_t>(g.sw);
+#pragma omp simd
+        for (int64_t ow = lo; ow < hi; ++ow) {
+          const int32_t hit = -static_cast<int32_t>(r[ow * sw + off] == yr[ow]);
+          const int32_t cand = base + static_cast<int32_t>(ow) * sw;
+          idx[ow] = (cand & hit) | (idx[ow] & ~hit);
+        }
+      }
     }
+    const float *dyr = dy + oh * g.OW;
+    for (int64_t ow = 0; ow < g.OW; ++ow)
+      if (idx[ow] >= 0) dx[idx[ow]] += dyr[ow];
   }
 }
 
 void relu_inplace(float *x, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = v > 0.f ? v : 0.f;
+  }
 }
 
 void mask_inplace(float *g, const float *y, int64_t n) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.f ? g[i] : 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = g[i];
+    g[i] = y[i] > 0.f ? v : 0.f;
+  }
 }
 
 }  // namespace mp

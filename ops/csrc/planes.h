@@ -19,9 +19,11 @@ void gather(const float *src, const float *mask, int64_t C, int64_t nb, int64_t 
 // dst(c, b)[p] = relu? max(src[c][b*HW + p], 0) : src[...].
 void scatter(const float *src, int64_t C, int64_t nb, int64_t HW, bool relu, float *dst, int64_t cs, int64_t bs);
 
-// Max pooling of one plane (padding never wins) and its gradient, routed to the first maximum.
+// Max pooling of one plane (padding never wins), separable: row maxima, then column windows.
 void maxpool_plane(const float *src, const Geo &g, float *dst);
-void maxpool_plane_bwd_add(const float *dy, const float *src, const Geo &g, float *dx);
+// Its gradient given the forward output y: each dy goes to the first element of its window (row-major)
+// that equals y, i.e. the first maximum.
+void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, const Geo &g, float *dx);
 
 void relu_inplace(float *x, int64_t n);
 void mask_inplace(float *g, const float *y, int64_t n);  // g *= (y > 0)

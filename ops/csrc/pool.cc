@@ -53,23 +53,25 @@ MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **sh
   return 0;
 }
 
-// inputs dy[N,C,OH,OW], x, cfg; output dx[N,C,H,W].
+// inputs dy[N,C,OH,OW], x, y (the forward output), cfg; output dx[N,C,H,W].
 MP_EXPORT int MaxPoolBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
                               void *) {
   std::vector<mp::Arg> a;
-  if (!mp::bind(kBwd, nparam, params, ndims, shapes, dtypes, {"dy:f4", "x:f4", "cfg:i1", "dx:f4"}, a)) return 1;
-  const mp::Arg &dy = a[0], &x = a[1], &cfg = a[2], &dx = a[3];
+  if (!mp::bind(kBwd, nparam, params, ndims, shapes, dtypes, {"dy:f4", "x:f4", "y:f4", "cfg:i1", "dx:f4"}, a))
+    return 1;
+  const mp::Arg &dy = a[0], &x = a[1], &y = a[2], &cfg = a[3], &dx = a[4];
   mp::Geo g;
   if (!read_cfg(kBwd, cfg, x, g)) return 1;
   const int64_t planes = x.dim(0) * x.dim(1), HW = g.H * g.W, OHW = g.OH * g.OW;
   if (!mp::expect_shape(kBwd, dy, {x.dim(0), x.dim(1), g.OH, g.OW}) ||
+      !mp::expect_shape(kBwd, y, {x.dim(0), x.dim(1), g.OH, g.OW}) ||
       !mp::expect_shape(kBwd, dx, {x.dim(0), x.dim(1), g.H, g.W}))
     return 1;
 #pragma omp parallel for schedule(static) num_threads(mp::num_threads())
   for (int64_t p = 0; p < planes; ++p) {
     float *d = dx.f + p * HW;
     std::fill(d, d + HW, 0.f);
-    mp::maxpool_plane_bwd_add(dy.f + p * OHW, x.f + p * HW, g, d);
+    mp::maxpool_plane_bwd_add(dy.f + p * OHW, x.f + p * HW, y.f + p * OHW, g, d);
   }
   return 0;
 }
