@@ -18,9 +18,16 @@ ENTRIES = ("Conv2dForward", "Conv2dBackwardData", "Conv2dBackwardFilter", "MaxPo
            "InceptionForward", "InceptionBackward")
 
 
+#: an absolute path that replaces the packaged library, e.g. a sanitizer build (ops/csrc/README.md)
+LIBRARY_ENV = "MINDPLUG_KERNELS_LIBRARY"
+
+
 def library_path() -> Path:
-    """Absolute path of the built kernel library (it sits beside this module)."""
-    return (Path(__file__).resolve().parent / LIBRARY_NAME)
+    """Absolute path of the kernel library: the one built beside this module, or $MINDPLUG_KERNELS_LIBRARY."""
+    override = os.environ.get(LIBRARY_ENV, "")
+    if override:
+        return Path(override).resolve()
+    return Path(__file__).resolve().parent / LIBRARY_NAME
 
 
 def available() -> bool:

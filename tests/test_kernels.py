@@ -371,3 +371,33 @@ def test_wrong_tensor_count_is_an_error():
     x, w, cfg = _conv_args()
     with pytest.raises(Exception, match="expected 4 tensors"):
         call("Conv2dForward", [x, w, cfg], [(1, 3, 5, 5), (1, 3, 5, 5)])
+
+
+# ---------------------------------------------------------------- the same tests under ASan + UBSan
+@pytest.mark.slow
+def test_kernels_pass_under_address_and_undefined_sanitizers(tmp_path, gemm_backend, threads):
+    """Builds the MINDPLUG_SANITIZE=1 variant and reruns this file's tests against it (one thread/GEMM pair)."""
+    if (gemm_backend, threads) != ("onednn", 1):
+        pytest.skip("the sanitizer run covers both GEMMs and thread counts itself; it runs once")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if os.environ.get("MINDPLUG_KERNELS_LIBRARY"):
+        pytest.skip("already running against a replacement library")
+    root = Path(__file__).resolve().parents[1]
+    asan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if not os.path.isabs(asan):
+        pytest.skip("libasan is not installed")
+    env = {**os.environ, "MINDPLUG_SANITIZE": "1"}
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path),
+                    "--build-temp", str(tmp_path / "tmp")], cwd=root, env=env, check=True, capture_output=True)
+    lib = tmp_path / "mindplug" / "ops" / _library.LIBRARY_NAME
+    env = {**os.environ, "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1", "MINDPLUG_KERNELS_LIBRARY": str(lib)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "not sanitizers and (onednn-2 or own-1)"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "passed" in proc.stdout and "AddressSanitizer" not in proc.stderr
