@@ -251,6 +251,24 @@ def test_conv_googlenet_shapes_normal_data(shape, k, s, pads):
     assert_close(dw, dw_ref, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape,o,k", [((1, 20, 16, 16), 24, 3),    # one image: GEMM columns split
+                                       ((1, 40, 8, 8), 160, 3),     # one image, few columns: rows split
+                                       ((1, 200, 6, 6), 144, 1)])   # pointwise, rows split in every GEMM
+def test_conv_single_image_splits_gemms(shape, o, k):
+    """A batch smaller than the thread count splits each GEMM instead (all three GEMM shapes)."""
+    rng = np.random.default_rng(4)
+    x, w = ints(rng, shape), quarters(rng, (o, shape[1], k, k))
+    pads = same(k)
+    cfg = np.array([1, 1, *pads, 1, 0], np.int64)
+    y = np.maximum(conv_ref(x, w, (1, 1), pads), 0).astype(np.float32)
+    (got,) = call("Conv2dForward", [x, w, cfg], [y.shape])
+    assert_close(got, y)
+    dy = ints(rng, y.shape)
+    dx_ref, dw_ref = conv_grad_ref((dy * (y > 0)).astype(np.float64), x, w, (1, 1), pads)
+    assert_close(call("Conv2dBackwardData", [dy, y, x, w, cfg], [x.shape])[0], dx_ref)
+    assert_close(call("Conv2dBackwardFilter", [dy, y, x, w, cfg], [w.shape])[0], dw_ref)
+
+
 # ---------------------------------------------------------------- max pool
 pool_case = window_case(4, 3, c=st.integers(1, 5))
 

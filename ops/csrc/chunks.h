@@ -25,6 +25,10 @@ void for_chunks(int64_t N, int64_t pixels, F fn) {
   const int threads = num_threads();
   const int64_t chunks = chunk_count(N, pixels, threads);
   const int used = static_cast<int>(std::min<int64_t>(threads, chunks));
+  if (used == 1) {  // one chunk: run it here, and its GEMMs split across the threads instead
+    for (int64_t i = 0; i < chunks; ++i) fn(0, i * N / chunks, (i + 1) * N / chunks - i * N / chunks);
+    return;
+  }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(used)
   for (int64_t i = 0; i < chunks; ++i) {
     const int64_t a = i * N / chunks, b = (i + 1) * N / chunks;

@@ -1,6 +1,7 @@
 #include "gemm.h"
 
 #include <dlfcn.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <mutex>
@@ -82,9 +83,8 @@ void own_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
 
 }  // namespace
 
-void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
+void sgemm_serial(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (K <= 0) {
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
@@ -94,6 +94,32 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
     if (f(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;
   }
   own_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+           const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  // Called outside a parallel region (a batch too small to give every thread a chunk): split the
+  // GEMM's columns, or else its rows, across the threads so no core idles.
+  const int threads = omp_in_parallel() ? 1 : num_threads();
+  constexpr int64_t kMinSplit = 64;
+  if (threads > 1 && (N >= kMinSplit * threads || M >= kMinSplit * threads)) {
+    const bool by_cols = N >= kMinSplit * threads;
+    const int64_t extent = by_cols ? N : M;
+    const int64_t step = ((extent + threads - 1) / threads + 15) / 16 * 16;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; ++t) {
+      const int64_t lo = t * step, hi = std::min(extent, lo + step);
+      if (lo >= hi) continue;
+      if (by_cols)
+        sgemm_serial(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
+      else
+        sgemm_serial(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc,
+                     ldc);
+    }
+    return;
+  }
+  sgemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 const char *gemm_backend() { return dnnl() ? "onednn" : "own"; }
