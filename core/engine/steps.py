@@ -183,18 +183,27 @@ class SumOverRanks(nn.Cell):
         return self.all_reduce(x)
 
 
+#: attribute pairs that hold the seeds of MindSpore's stateful random primitives
+_SEED_ATTRS = (("Seed0", "Seed1"), ("seed", "seed2"))
+
+
 def stochastic_primitives(net: nn.Cell) -> List[Any]:
-    """Random primitives whose state lives in the kernel (dropout): reseeded per epoch by the loop."""
+    """Random primitives whose stream lives in the kernel (Dropout, UniformReal, ...), with their seed
+    attribute names: the loop reseeds them per epoch."""
     found = []
     for _, cell in net.cells_and_names():
         for value in vars(cell).values():
-            if isinstance(value, ops.Primitive) and "Seed0" in value.attrs and "Seed1" in value.attrs:
-                found.append(value)
+            if isinstance(value, ops.Primitive):
+                for pair in _SEED_ATTRS:
+                    if all(name in value.attrs for name in pair):
+                        found.append((value, pair))
+                        break
     return found
 
 
 def reseed(primitives: Sequence[Any], seed: int) -> None:
-    """Give every stateful random primitive a seed derived from ``seed``; takes effect at the next compile."""
-    for index, prim in enumerate(primitives):
-        prim.add_prim_attr("Seed0", int((seed + 7919 * index) % (2**31 - 1)))
-        prim.add_prim_attr("Seed1", int((seed * 31 + index) % (2**31 - 1)))
+    """Give every stateful random primitive a seed derived from ``seed``; takes effect at the next compile
+    (a fresh compile also restarts the kernel's stream)."""
+    for index, (prim, (first, second)) in enumerate(primitives):
+        prim.add_prim_attr(first, int((seed + 7919 * index) % (2**31 - 1)) or 1)
+        prim.add_prim_attr(second, int((seed * 31 + index) % (2**31 - 1)) or 1)
