@@ -162,12 +162,22 @@ void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, co
         valid_range(g, kw, lo, hi);
         const int64_t off = kw - g.pl;
         const int32_t base = static_cast<int32_t>(h * g.W + off);
-        const int32_t sw = static_cast<int32_t>(g.sw);
+        if (g.sw == 1) {  // contiguous: plain vector loads
+          const float *rs = r + off;
 #pragma omp simd
-        for (int64_t ow = lo; ow < hi; ++ow) {
-          const int32_t hit = -static_cast<int32_t>(r[ow * sw + off] == yr[ow]);
-          const int32_t cand = base + static_cast<int32_t>(ow) * sw;
-          idx[ow] = (cand & hit) | (idx[ow] & ~hit);
+          for (int64_t ow = lo; ow < hi; ++ow) {
+            const int32_t hit = -static_cast<int32_t>(rs[ow] == yr[ow]);
+            const int32_t cand = base + static_cast<int32_t>(ow);
+            idx[ow] = (cand & hit) | (idx[ow] & ~hit);
+          }
+        } else {
+          const int32_t sw = static_cast<int32_t>(g.sw);
+#pragma omp simd
+          for (int64_t ow = lo; ow < hi; ++ow) {
+            const int32_t hit = -static_cast<int32_t>(r[ow * sw + off] == yr[ow]);
+            const int32_t cand = base + static_cast<int32_t>(ow) * sw;
+            idx[ow] = (cand & hit) | (idx[ow] & ~hit);
+          }
         }
       }
     }
