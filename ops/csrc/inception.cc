@@ -5,6 +5,7 @@
 // The backward recomputes the two reduced tensors (cheap 1x1 GEMM rows) instead of storing them.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "chunks.h"
 #include "common.h"
@@ -163,16 +164,19 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
     mp::col2im_add(col, b.c5r, nb, dt3, cols, HW, b.g3);
     mp::mask_inplace(dt2, t, r23 * cols);
     // branch 4 (maxpool -> 1x1)
+    // the pooled input and each window's first maximum, in one pass
     float *p = mp::scratch(4, C * cols);
-    pool_chunk(b, xc, nb, p);
+    static thread_local std::vector<int32_t> arg_buf;
+    if (static_cast<int64_t>(arg_buf.size()) < C * cols) arg_buf.resize(static_cast<size_t>(C * cols));
+    int32_t *arg = arg_buf.data();
+    for (int64_t i = 0; i < C * nb; ++i) mp::maxpool_plane_argmax(xc + i * HW, b.gp, p + i * HW, arg + i * HW);
     mp::sgemm(false, true, b.c4, C, cols, 1.f, G4, cols, p, cols, 1.f, dW + o4, C);
     float *dp = mp::scratch(3, C * cols);
     mp::sgemm(true, false, C, cols, b.c4, 1.f, w4, C, G4, cols, 0.f, dp, cols);
     float *dxn = dx.f + n0 * C * HW;
     float *dxc = nb == 1 ? dxn : mp::scratch(7, C * cols);
     std::fill(dxc, dxc + C * cols, 0.f);
-    for (int64_t i = 0; i < C * nb; ++i)
-      mp::maxpool_plane_bwd_add(dp + i * HW, xc + i * HW, p + i * HW, b.gp, dxc + i * HW);
+    for (int64_t i = 0; i < C * nb; ++i) mp::scatter_argmax_add(dp + i * HW, arg + i * HW, HW, dxc + i * HW);
     // the fused 1x1 GEMM's gradients
     mp::sgemm(false, true, b.R, C, cols, 1.f, dz, cols, xc, cols, 1.f, dW, C);
     mp::sgemm(true, false, C, cols, b.R, 1.f, wcat.data(), C, dz, cols, 1.f, dxc, cols);

@@ -187,6 +187,60 @@ void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, co
   }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void maxpool_plane_argmax(const float *src, const Geo &g, float *dst, int32_t *arg) {
+  static thread_local std::vector<int32_t> row_arg;
+  const int64_t n = g.H * g.OW;
+  if (static_cast<int64_t>(row_arg.size()) < n) row_arg.resize(static_cast<size_t>(n));
+  float *hv = scratch(8, static_cast<size_t>(n));
+  int32_t *hi_arg = row_arg.data();
+  // horizontal: per input row, the max over each window's columns (strict > keeps the first)
+  for (int64_t h = 0; h < g.H; ++h) {
+    const float *r = src + h * g.W;
+    float *v = hv + h * g.OW;
+    int32_t *ix = hi_arg + h * g.OW;
+    std::fill(v, v + g.OW, -__builtin_inff());
+    std::fill(ix, ix + g.OW, -1);
+    for (int64_t kw = 0; kw < g.KW; ++kw) {
+      int64_t lo, hi;
+      valid_range(g, kw, lo, hi);
+      const int64_t off = kw - g.pl;
+      const int32_t base = static_cast<int32_t>(h * g.W + off);
+      const int32_t sw = static_cast<int32_t>(g.sw);
+#pragma omp simd
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const float val = r[ow * sw + off];
+        const bool take = val > v[ow];
+        v[ow] = take ? val : v[ow];
+        ix[ow] = take ? base + static_cast<int32_t>(ow) * sw : ix[ow];
+      }
+    }
+  }
+  // vertical: combine the window's rows, strict > keeps the first row
+  for (int64_t oh = 0; oh < g.OH; ++oh) {
+    const int64_t h0 = std::max<int64_t>(oh * g.sh - g.pt, 0), h1 = std::min(oh * g.sh - g.pt + g.KH, g.H);
+    float *d = dst + oh * g.OW;
+    int32_t *a = arg + oh * g.OW;
+    std::memcpy(d, hv + h0 * g.OW, sizeof(float) * g.OW);
+    std::memcpy(a, hi_arg + h0 * g.OW, sizeof(int32_t) * g.OW);
+    for (int64_t h = h0 + 1; h < h1; ++h) {
+      const float *v = hv + h * g.OW;
+      const int32_t *ix = hi_arg + h * g.OW;
+#pragma omp simd
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const bool take = v[ow] > d[ow];
+        d[ow] = take ? v[ow] : d[ow];
+        a[ow] = take ? ix[ow] : a[ow];
+      }
+    }
+  }
+}
+
+void scatter_argmax_add(const float *dy, const int32_t *arg, int64_t n, float *dx) {
+  for (int64_t i = 0; i < n; ++i)
+    if (arg[i] >= 0) dx[arg[i]] += dy[i];
+}
+
 void relu_inplace(float *x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {

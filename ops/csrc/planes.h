@@ -25,6 +25,12 @@ void maxpool_plane(const float *src, const Geo &g, float *dst);
 // that equals y, i.e. the first maximum.
 void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, const Geo &g, float *dx);
 
+// Max pooling of one plane with the flat index of each window's first maximum (row-major), in one
+// separable pass: each input row's window maxima are found once and shared by the output rows.
+void maxpool_plane_argmax(const float *src, const Geo &g, float *dst, int32_t *arg);
+// dx[arg[i]] += dy[i] for the outputs of one plane.
+void scatter_argmax_add(const float *dy, const int32_t *arg, int64_t n, float *dx);
+
 void relu_inplace(float *x, int64_t n);
 void mask_inplace(float *g, const float *y, int64_t n);  // g *= (y > 0)
 
