@@ -292,3 +292,27 @@ def test_seed_recipe_runs_with_one_notice(tmp_path):
     notices = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("notice:")]
     assert len(notices) == 1 and "distribute is True but this process was not launched by msrun" in notices[0]
     assert os.path.isfile(tmp_path / "ckpt" / "googlenet-1_2.ckpt")
+
+
+def test_bench_reports_the_seed_columns(tmp_path):
+    tmp = str(tmp_path)
+    cfg = recipe(tmp, "b", model="tinynet", image_resize=16, batch_size=8)
+    proc = run([sys.executable, tiny_cli(tmp), "bench", "-c", cfg, "--steps", "2", "--json"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout[proc.stdout.index("["):])
+    assert [r["phase"] for r in rows] == ["train", "infer"]
+    for row in rows:
+        assert row["batch_size"] == 8 and row["resolution"] == "16x16" and row["params_M"] >= 0
+        assert row["compile_s"] >= 0 and row["ms_per_step"] > 0
+        assert row["img_per_s"] == pytest.approx(8000.0 / row["ms_per_step"])
+    table = run([sys.executable, tiny_cli(tmp), "bench", "-c", cfg, "--steps", "1", "--phase", "infer"])
+    assert table.returncode == 0 and "graph compile" in table.stdout and "| infer" in table.stdout
+
+
+def test_progress_bar_shows_loss_lr_and_throughput(tmp_path):
+    tmp = str(tmp_path)
+    cfg = recipe(tmp, "p", model="tinynet", image_resize=16, epoch_size=1, decay_epochs=1, val_while_train=False)
+    proc = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg, "--progress", "bar"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch 1/1" in proc.stderr and "loss=" in proc.stderr and "lr=" in proc.stderr and "img_s=" in proc.stderr
+    assert "3/3" in proc.stderr
