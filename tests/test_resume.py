@@ -158,3 +158,21 @@ def test_resume_with_another_batch_size_is_refused(uninterrupted):
     proc = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg, "--resume", "--epoch_size", "4"])
     assert proc.returncode == 2 and "steps_per_epoch" in proc.stderr, proc.stderr[-2000:]
     assert time.time() - started < 60
+
+
+def test_keep_checkpoint_max_latest_and_top_k(tmp_path):
+    from mindplug.engine import state as st
+
+    names = [st.checkpoint_name("m", epoch, 5) for epoch in range(1, 6)]
+    for name in names:
+        for folder in (tmp_path, tmp_path / "state"):
+            folder.mkdir(exist_ok=True)
+            (folder / name).write_bytes(b"x")
+    kept = st.prune(str(tmp_path), 3, list(names), {}, "latest_k")
+    assert kept == names[2:]
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == sorted(names[2:])
+    assert sorted(p.name for p in (tmp_path / "state").glob("*.ckpt")) == sorted(names[2:])
+    scores = {names[2]: 80.0, names[3]: 60.0, names[4]: 70.0}
+    kept = st.prune(str(tmp_path), 2, kept, scores, "top_k")
+    assert kept == [names[2], names[4]]
+    assert not (tmp_path / names[3]).exists() and not (tmp_path / "state" / names[3]).exists()

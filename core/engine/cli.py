@@ -159,6 +159,11 @@ def run(command: str, argv: List[str]) -> int:
     except MindplugError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error of the command
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def main_script(command: str) -> None:
