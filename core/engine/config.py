@@ -565,8 +565,8 @@ def _check(cfg: Config) -> None:
         unknown = set(plugins) - {"allow", "block", "prefer"}
         if unknown:
             name = sorted(unknown)[0]
-            raise ConfigError(f"'plugins.{name}' is not a plugin setting{did_you_mean(name, ['allow', 'block', 'prefer'])}"
-                              f"; use allow, block or prefer")
+            hint = did_you_mean(name, ["allow", "block", "prefer"])
+            raise ConfigError(f"'plugins.{name}' is not a plugin setting{hint}; use allow, block or prefer")
         if plugins.get("prefer") is not None and not isinstance(plugins["prefer"], Mapping):
             raise ConfigError("'plugins.prefer' must map component names to plugin names, e.g. {googlenet: mine}")
 

@@ -103,7 +103,7 @@ def init_runtime(cfg: Config, *, need_distribution: bool = True) -> Runtime:
             notices.append(f"launched by msrun with {world} workers: training data-parallel although "
                            f"distribute is False")
     elif need_distribution and cfg.distribute:
-        notices.append("distribute is True but this process was not launched by msrun: training on one "
+        notices.append("distribute is True but this process was not launched by msrun: running as one "
                        "process (use `msrun --worker_num N --local_worker_num N python train.py ...` for "
                        "data parallel, or --distribute False to silence this)")
     workers = os.cpu_count() or 1

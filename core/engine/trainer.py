@@ -132,7 +132,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- construction
     def _build(self) -> None:
-        import mindspore as ms
         from mindspore import nn
 
         from .steps import EMA, StepState, WithLoss, stochastic_primitives
@@ -155,7 +154,6 @@ class Trainer:
         self.ema = EMA(self.weights, cfg.ema_decay) if cfg.ema else None
         self.random_ops = stochastic_primitives(self.net)
         self._steps_cache: Optional[tuple] = None
-        self.ms = ms
 
     def _step_cells(self, seed: int) -> tuple:
         """(apply, accumulate) cells; rebuilt each epoch when the net has kernel-state random ops, so their
