@@ -317,3 +317,15 @@ def test_progress_bar_shows_loss_lr_and_throughput(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 1/1" in proc.stderr and "loss=" in proc.stderr and "lr=" in proc.stderr and "img_s=" in proc.stderr
     assert "3/3" in proc.stderr
+
+
+def test_plugins_section_reaches_the_registry(tmp_path):
+    """A recipe that blocks the plugin providing its model cannot build it: the block list was applied."""
+    cfg = recipe(str(tmp_path), "pl", plugins={"block": ["googlenet"]})
+    started = time.time()
+    proc = run(["mindplug", "train", "-c", cfg])
+    _fails_fast(proc, started, "googlenet")
+    allowed = recipe(str(tmp_path), "pl2", plugins={"prefer": {"googlenet": "googlenet"}}, epoch_size=1,
+                     decay_epochs=1, num_samples=16, val_while_train=False)
+    proc = run(["mindplug", "train", "-c", allowed])
+    assert proc.returncode == 0, proc.stderr[-2000:]
