@@ -17,6 +17,7 @@ inline void valid_range(const Geo &g, int64_t kw, int64_t &lo, int64_t &hi) {
 }
 }  // namespace
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
 void im2col(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, const Geo &g, float *col) {
   const int64_t OHW = g.OH * g.OW, ld = nb * OHW;
   for (int64_t c = 0; c < C; ++c)
@@ -37,16 +38,22 @@ void im2col(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, con
             }
             const float *sr = s + ih * g.W;
             std::fill(d, d + lo, 0.f);
-            if (g.sw == 1)
+            if (g.sw == 1) {
               std::memcpy(d + lo, sr + lo + off, sizeof(float) * (hi - lo));
-            else
+            } else if (g.sw == 2) {  // the stem: a constant stride the compiler turns into shuffles
+              const float *s2 = sr + off;
+#pragma omp simd
+              for (int64_t ow = lo; ow < hi; ++ow) d[ow] = s2[2 * ow];
+            } else {
               for (int64_t ow = lo; ow < hi; ++ow) d[ow] = sr[ow * g.sw + off];
+            }
             std::fill(d + hi, d + g.OW, 0.f);
           }
         }
       }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default")))
 void col2im_add(const float *col, int64_t C, int64_t nb, float *dst, int64_t cs, int64_t bs, const Geo &g) {
   const int64_t OHW = g.OH * g.OW, ld = nb * OHW;
   for (int64_t c = 0; c < C; ++c)
