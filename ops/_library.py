@@ -74,6 +74,7 @@ def load() -> ctypes.CDLL:
     lib.MindplugLoadDnnl.argtypes, lib.MindplugLoadDnnl.restype = [ctypes.c_char_p], ctypes.c_int
     lib.MindplugSetNumThreads.argtypes = [ctypes.c_int]
     lib.MindplugForceOwnGemm.argtypes = [ctypes.c_int]
+    lib.MindplugCpuHas.argtypes, lib.MindplugCpuHas.restype = [ctypes.c_char_p], ctypes.c_int
     if os.environ.get("MINDPLUG_GEMM", "") == "own":
         lib.MindplugForceOwnGemm(1)
     elif lib.MindplugGemmBackend() != b"onednn":

@@ -149,11 +149,17 @@ def assert_close(got, ref, rtol=1e-5):
     np.testing.assert_allclose(got, ref, rtol=0, atol=rtol * scale)
 
 
-@pytest.fixture(params=["onednn", "own"], autouse=True)
+GEMMS = {"onednn": (0, None), "own": (1, None), "own-baseline": (2, None), "own-avx2": (3, "avx2")}
+
+
+@pytest.fixture(params=sorted(GEMMS), autouse=True)
 def gemm_backend(request):
-    """Runs every test with oneDNN's sgemm and with our portable GEMM."""
+    """Runs every test with oneDNN's sgemm and with our portable GEMM at each ISA it is built for."""
     lib = _library.load()
-    lib.MindplugForceOwnGemm(1 if request.param == "own" else 0)
+    mode, feature = GEMMS[request.param]
+    if feature and not lib.MindplugCpuHas(feature.encode()):
+        pytest.skip(f"this CPU has no {feature}")
+    lib.MindplugForceOwnGemm(mode)
     if request.param == "onednn" and _library.gemm_backend() != "onednn":
         pytest.skip("oneDNN not found beside mindspore")
     yield request.param
@@ -415,7 +421,7 @@ def test_kernels_pass_under_address_and_undefined_sanitizers(tmp_path, gemm_back
     env = {**os.environ, "LD_PRELOAD": asan, "ASAN_OPTIONS": "detect_leaks=0",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1", "MINDPLUG_KERNELS_LIBRARY": str(lib)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                           "-k", "not sanitizers and (onednn-2 or own-1)"],
+                           "-k", "not sanitizers and (onednn-2 or own-1 or own-baseline-2)"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "passed" in proc.stdout and "AddressSanitizer" not in proc.stderr

@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -18,6 +19,7 @@ using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const fl
 
 DnnlSgemm g_dnnl = nullptr;
 bool g_forced_own = false;
+int g_own_isa = -1;  // -1: the best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512 (tests pin each one)
 std::once_flag g_probe;
 
 void probe() {
@@ -32,25 +34,84 @@ DnnlSgemm dnnl() {
   return g_dnnl;
 }
 
-// Portable fallback micro-kernel: C[i, :] += a * B[k, :] rows, vectorised by the compiler for each
-// ISA in the clone list and chosen at load time (no -march=native needed).
-__attribute__((target_clones("avx512f", "avx2,fma", "default")))
-void axpy_rows(int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
-               int64_t ldb, float *C, int64_t ldc) {
-  constexpr int64_t KB = 256, NB = 512;
-  for (int64_t k0 = 0; k0 < K; k0 += KB)
-    for (int64_t j0 = 0; j0 < N; j0 += NB) {
-      const int64_t k1 = std::min(K, k0 + KB), j1 = std::min(N, j0 + NB);
-      for (int64_t i = 0; i < M; ++i) {
-        float *c = C + i * ldc;
-        for (int64_t k = k0; k < k1; ++k) {
-          const float a = alpha * A[i * lda + k];
-          const float *b = B + k * ldb;
+// Portable fallback GEMM (Goto-style): operands packed into panels, an MR x NR register-blocked
+// micro-kernel, one copy compiled per ISA and chosen at run time (no -march=native needed).
+template <int MR, int NR>
+__attribute__((always_inline)) inline void micro_kernel(int64_t kc, const float *ap, const float *bp, float *c,
+                                                        int64_t ldc, int64_t mr, int64_t nr, float alpha) {
+  float acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    const float *b = bp + k * NR;
+    for (int i = 0; i < MR; ++i) {
+      const float a = ap[k * MR + i];
 #pragma omp simd
-          for (int64_t j = j0; j < j1; ++j) c[j] += a * b[j];
+      for (int j = 0; j < NR; ++j) acc[i][j] += a * b[j];
+    }
+  }
+  if (mr == MR && nr == NR) {
+    for (int i = 0; i < MR; ++i)
+#pragma omp simd
+      for (int j = 0; j < NR; ++j) c[i * ldc + j] += alpha * acc[i][j];
+  } else {
+    for (int64_t i = 0; i < mr; ++i)
+      for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] += alpha * acc[i][j];
+  }
+}
+
+template <int MR, int NR>
+__attribute__((always_inline)) inline void blocked_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                                                        float alpha, const float *A, int64_t lda, const float *B,
+                                                        int64_t ldb, float *C, int64_t ldc) {
+  constexpr int64_t KC = 256, MC = MR * 16, NC = NR * 64;
+  static thread_local std::vector<float> apack, bpack;
+  apack.resize(static_cast<size_t>(MC * KC));
+  bpack.resize(static_cast<size_t>(NC * KC));
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      // B block -> panels of NR columns, zero-padded: bp[panel][k][j]
+      for (int64_t jp = 0; jp < nc; jp += NR) {
+        float *dst = bpack.data() + jp * kc;
+        const int64_t nr = std::min<int64_t>(NR, nc - jp);
+        for (int64_t k = 0; k < kc; ++k)
+          for (int64_t j = 0; j < NR; ++j)
+            dst[k * NR + j] = j < nr ? (tb ? B[(jc + jp + j) * ldb + pc + k] : B[(pc + k) * ldb + jc + jp + j]) : 0.f;
+      }
+      for (int64_t ic = 0; ic < M; ic += MC) {
+        const int64_t mc = std::min(MC, M - ic);
+        for (int64_t ip = 0; ip < mc; ip += MR) {
+          float *dst = apack.data() + ip * kc;
+          const int64_t mr = std::min<int64_t>(MR, mc - ip);
+          for (int64_t k = 0; k < kc; ++k)
+            for (int64_t i = 0; i < MR; ++i)
+              dst[k * MR + i] = i < mr ? (ta ? A[(pc + k) * lda + ic + ip + i] : A[(ic + ip + i) * lda + pc + k]) : 0.f;
         }
+        for (int64_t jp = 0; jp < nc; jp += NR)
+          for (int64_t ip = 0; ip < mc; ip += MR)
+            micro_kernel<MR, NR>(kc, apack.data() + ip * kc, bpack.data() + jp * kc,
+                                 C + (ic + ip) * ldc + jc + jp, ldc, std::min<int64_t>(MR, mc - ip),
+                                 std::min<int64_t>(NR, nc - jp), alpha);
       }
     }
+  }
+}
+
+__attribute__((target("avx512f,fma"))) void gemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                                                         float alpha, const float *A, int64_t lda, const float *B,
+                                                         int64_t ldb, float *C, int64_t ldc) {
+  blocked_gemm<8, 32>(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+}
+
+__attribute__((target("avx2,fma"))) void gemm_avx2(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                                                    const float *A, int64_t lda, const float *B, int64_t ldb,
+                                                    float *C, int64_t ldc) {
+  blocked_gemm<6, 16>(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+}
+
+void gemm_baseline(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float *C, int64_t ldc) {
+  blocked_gemm<4, 8>(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
 
 void own_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -62,23 +123,16 @@ void own_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
     else if (beta != 1.f)
       for (int64_t j = 0; j < N; ++j) c[j] *= beta;
   }
-  // Transposed operands are packed to row-major first; the fallback favours simplicity over speed.
-  std::vector<float> pa, pb;
-  if (ta) {
-    pa.resize(static_cast<size_t>(M * K));
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t i = 0; i < M; ++i) pa[i * K + k] = A[k * lda + i];
-    A = pa.data();
-    lda = K;
-  }
-  if (tb) {
-    pb.resize(static_cast<size_t>(K * N));
-    for (int64_t j = 0; j < N; ++j)
-      for (int64_t k = 0; k < K; ++k) pb[k * N + j] = B[j * ldb + k];
-    B = pb.data();
-    ldb = N;
-  }
-  axpy_rows(M, N, K, alpha, A, lda, B, ldb, C, ldc);
+  static const int best = __builtin_cpu_supports("avx512f")                                   ? 2
+                          : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                                             : 0;
+  const int isa = g_own_isa >= 0 ? std::min(g_own_isa, best) : best;
+  if (isa == 2)
+    gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+  else if (isa == 1)
+    gemm_avx2(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
+  else
+    gemm_baseline(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
 }
 
 }  // namespace
@@ -136,6 +190,16 @@ MP_EXPORT int MindplugLoadDnnl(const char *path) {
   return mp::g_dnnl ? 0 : mp::fail("MindplugLoadDnnl", "%s has no dnnl_sgemm", path);
 }
 
-// 1 forces the portable kernel (tests compare both backends), 0 restores oneDNN when present.
-MP_EXPORT void MindplugForceOwnGemm(int on) { mp::g_forced_own = on != 0; }
+// 0 uses oneDNN when present; 1 forces the portable kernel at the CPU's best ISA; 2, 3, 4 force it at
+// baseline, AVX2, AVX-512 (capped by the CPU) so the tests cover every clone.
+MP_EXPORT void MindplugForceOwnGemm(int mode) {
+  mp::g_forced_own = mode != 0;
+  mp::g_own_isa = mode >= 2 ? mode - 2 : -1;
+}
+MP_EXPORT int MindplugCpuHas(const char *feature) {
+  if (!feature) return 0;
+  if (!std::strcmp(feature, "avx512f")) return __builtin_cpu_supports("avx512f");
+  if (!std::strcmp(feature, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return 0;
+}
 MP_EXPORT const char *MindplugGemmBackend() { return mp::gemm_backend(); }
