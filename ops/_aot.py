@@ -95,7 +95,7 @@ def _pair(v) -> Tuple[int, int]:
 
 
 def _pads(padding) -> Tuple[Pads, bool]:
-    """'same' or an int / (top, left, bottom, right) tuple -> (pads, same)."""
+    """'same', an int, (pad_h, pad_w) or (top, left, bottom, right) -> (pads, same)."""
     if isinstance(padding, str):
         if padding.lower() != "same":
             from mindplug._errors import ConfigError
@@ -108,6 +108,11 @@ def _pads(padding) -> Tuple[Pads, bool]:
     pads = tuple(int(p) for p in padding)
     if len(pads) == 2:
         pads = (pads[0], pads[1], pads[0], pads[1])
+    if len(pads) != 4 or min(pads) < 0:
+        from mindplug._errors import ConfigError
+
+        raise ConfigError(f"padding {padding!r} must be 'same', an int, (pad_h, pad_w) or "
+                          f"(top, left, bottom, right) with non-negative entries")
     return pads, False  # type: ignore[return-value]
 
 

@@ -235,3 +235,11 @@ def test_sgd_steps_give_the_same_weights():
         finals.append({p.name: p.asnumpy().copy() for p in net.trainable_params()})
     worst = max((rel_err(finals[0][n], finals[1][n]), n) for n in finals[1])
     assert worst[0] <= 1e-4, worst
+
+
+@pytest.mark.parametrize("padding", ["valid", (1, 2, 3), (-1, 0)])
+def test_kernel_cells_reject_unsupported_padding(padding):
+    from mindplug._errors import ConfigError
+
+    with pytest.raises(ConfigError, match="padding"):
+        Conv2dKernel(3, 1, padding)

@@ -88,7 +88,8 @@ namespace {
 // ReLU-masked output gradient of the chunk as [O][nb*OHW].
 template <class F>
 int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                  const char *out_spec, F body) {
+                  bool is_dx, F body) {
+  const char *out_spec = is_dx ? "dx:f4" : "dw:f4";
   std::vector<mp::Arg> a;
   if (!mp::bind(fn, nparam, params, ndims, shapes, dtypes, {"dy:f4", "y:f4", "x:f4", "w:f4", "cfg:i1", out_spec}, a))
     return 1;
@@ -97,7 +98,6 @@ int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t
   bool relu;
   if (!read_cfg(fn, cfg, x, w, g, relu)) return 1;
   const int64_t N = x.dim(0), O = w.dim(0), OHW = g.OH * g.OW;
-  const bool is_dx = out_spec[1] == 'x';
   if (!mp::expect_shape(fn, dy, {N, O, g.OH, g.OW}) || !mp::expect_shape(fn, y, {N, O, g.OH, g.OW}) ||
       !(is_dx ? mp::expect_shape(fn, out, {N, x.dim(1), g.H, g.W})
               : mp::expect_shape(fn, out, {O, x.dim(1), g.KH, g.KW})))
@@ -118,7 +118,7 @@ int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t
 // A separate op from the weight gradient so that GRAPH mode drops it for the network's input layer.
 MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *, void *) {
-  return conv_backward("Conv2dBackwardData", nparam, params, ndims, shapes, dtypes, "dx:f4",
+  return conv_backward("Conv2dBackwardData", nparam, params, ndims, shapes, dtypes, true,
                        [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dx, const mp::Geo &g, auto run) {
     const int64_t C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
     const bool pw = is_pointwise(g);
@@ -140,7 +140,7 @@ MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t 
 // inputs dy, y, x, w, cfg (as Conv2dBackwardData); output dw[O,C,KH,KW].
 MP_EXPORT int Conv2dBackwardFilter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                    void *, void *) {
-  return conv_backward("Conv2dBackwardFilter", nparam, params, ndims, shapes, dtypes, "dw:f4",
+  return conv_backward("Conv2dBackwardFilter", nparam, params, ndims, shapes, dtypes, false,
                        [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dw, const mp::Geo &g, auto run) {
     const int64_t C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
     const bool pw = is_pointwise(g);
