@@ -359,6 +359,20 @@ def test_inception_3a_shape_normal_data():
     assert_close(y, ref, rtol=1e-5)
 
 
+def test_weight_gradients_are_reproducible(threads):
+    """Partials are summed in chunk order, so repeated runs agree bit for bit whichever thread ran what."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 24, 7, 7)).astype(np.float32)
+    shapes = [(8, 24, 1, 1), (6, 24, 1, 1), (8, 6, 3, 3), (4, 24, 1, 1), (8, 4, 5, 5), (8, 24, 1, 1)]
+    ws = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    (y,) = call("InceptionForward", [x, *ws], [(8, 32, 7, 7)])
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    runs = [call("InceptionBackward", [dy, y, x, *ws], [x.shape] + shapes) for _ in range(6)]
+    for run in runs[1:]:
+        for got, first in zip(run, runs[0]):
+            assert np.array_equal(got, first)
+
+
 # ---------------------------------------------------------------- validation: errors, never corruption
 def _conv_args():
     x = np.ones((1, 2, 5, 5), np.float32)

@@ -19,42 +19,49 @@ inline int64_t chunk_count(int64_t N, int64_t pixels, int threads) {
   return chunks;
 }
 
-// fn(thread_id, first_image, image_count), chunks split the batch as evenly as possible.
+// A batch split into chunks; run(fn) calls fn(chunk, first_image, image_count) for every chunk, in
+// parallel (dynamic schedule: a core slowed by other work takes fewer chunks).
+struct ChunkPlan {
+  int64_t N, chunks;
+  int threads;
+  ChunkPlan(int64_t n, int64_t pixels) : N(n), chunks(chunk_count(n, pixels, num_threads())), threads(num_threads()) {}
+  int64_t first(int64_t i) const { return i * N / chunks; }
+  template <class F>
+  void run(F fn) const {
+    const int used = static_cast<int>(std::min<int64_t>(threads, chunks));
+    if (used == 1) {  // one chunk (or one thread): run here; a lone chunk's GEMMs split across the threads
+      for (int64_t i = 0; i < chunks; ++i) fn(i, first(i), first(i + 1) - first(i));
+      return;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(used)
+    for (int64_t i = 0; i < chunks; ++i) fn(i, first(i), first(i + 1) - first(i));
+  }
+};
+
 template <class F>
 void for_chunks(int64_t N, int64_t pixels, F fn) {
-  const int threads = num_threads();
-  const int64_t chunks = chunk_count(N, pixels, threads);
-  const int used = static_cast<int>(std::min<int64_t>(threads, chunks));
-  if (used == 1) {  // one chunk: run it here, and its GEMMs split across the threads instead
-    for (int64_t i = 0; i < chunks; ++i) fn(0, i * N / chunks, (i + 1) * N / chunks - i * N / chunks);
-    return;
-  }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(used)
-  for (int64_t i = 0; i < chunks; ++i) {
-    const int64_t a = i * N / chunks, b = (i + 1) * N / chunks;
-    fn(omp_get_thread_num(), a, b - a);
-  }
+  ChunkPlan(N, pixels).run(fn);
 }
 
-// Per-thread weight-gradient accumulators, summed into the output at the end.
+// Weight-gradient partials, one per chunk (each chunk writes its own once, beta = 0), summed in chunk
+// order: the result does not depend on which thread ran which chunk, so training is reproducible.
 struct GradAccum {
-  int threads;
-  int64_t size;
+  int64_t parts, size;
   float *buf;
-  explicit GradAccum(int64_t n) : threads(num_threads()), size(n) {
-    buf = new float[static_cast<size_t>(threads) * n]();
+  GradAccum(int64_t n, int64_t chunks) : parts(chunks), size(n) {
+    buf = new float[static_cast<size_t>(parts * n)];
   }
   ~GradAccum() { delete[] buf; }
   GradAccum(const GradAccum &) = delete;
   GradAccum &operator=(const GradAccum &) = delete;
-  float *of(int tid) { return buf + static_cast<int64_t>(tid) * size; }
-  // out[i] = sum over threads of element offset + i, for i < n.
+  float *of(int64_t chunk) { return buf + chunk * size; }
+  // out[i] = sum over chunks of element offset + i, for i < n.
   void reduce_into(float *out, int64_t offset = 0, int64_t n = -1) {
     if (n < 0) n = size - offset;
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       float s = 0.f;
-      for (int t = 0; t < threads; ++t) s += buf[t * size + offset + i];
+      for (int64_t t = 0; t < parts; ++t) s += buf[t * size + offset + i];
       out[i] = s;
     }
   }

@@ -61,7 +61,7 @@ MP_EXPORT int Conv2dForward(int nparam, void **params, int *ndims, int64_t **sha
   const int64_t N = x.dim(0), C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
   if (!mp::expect_shape(kFwd, y, {N, O, g.OH, g.OW})) return 1;
   const bool pw = is_pointwise(g);
-  mp::for_chunks(N, OHW, [&](int, int64_t n0, int64_t nb) {
+  mp::for_chunks(N, OHW, [&](int64_t, int64_t n0, int64_t nb) {
     const int64_t cols = nb * OHW;
     const float *col = x.f + n0 * C * HW;
     if (!(pw && nb == 1)) {
@@ -102,11 +102,12 @@ int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t
       !(is_dx ? mp::expect_shape(fn, out, {N, x.dim(1), g.H, g.W})
               : mp::expect_shape(fn, out, {O, x.dim(1), g.KH, g.KW})))
     return 1;
-  body(x, w, out, g, [&](auto &&chunk) {
-    mp::for_chunks(N, OHW, [&](int tid, int64_t n0, int64_t nb) {
+  const mp::ChunkPlan plan(N, OHW);
+  body(x, w, out, g, plan, [&](auto &&chunk) {
+    plan.run([&](int64_t ci, int64_t n0, int64_t nb) {
       float *G = mp::scratch(1, O * nb * OHW);
       mp::gather(dy.f + n0 * O * OHW, relu ? y.f + n0 * O * OHW : nullptr, O, nb, OHW, O * OHW, OHW, G);
-      chunk(tid, n0, nb, G);
+      chunk(ci, n0, nb, G);
     });
   });
   return 0;
@@ -119,10 +120,11 @@ int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t
 MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                  void *, void *) {
   return conv_backward("Conv2dBackwardData", nparam, params, ndims, shapes, dtypes, true,
-                       [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dx, const mp::Geo &g, auto run) {
+                       [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dx, const mp::Geo &g, const mp::ChunkPlan &,
+                          auto run) {
     const int64_t C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
     const bool pw = is_pointwise(g);
-    run([&](int, int64_t n0, int64_t nb, const float *G) {
+    run([&](int64_t, int64_t n0, int64_t nb, const float *G) {
       const int64_t cols = nb * OHW;
       float *dxn = dx.f + n0 * C * HW;
       if (pw && nb == 1) {
@@ -141,11 +143,12 @@ MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t 
 MP_EXPORT int Conv2dBackwardFilter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                    void *, void *) {
   return conv_backward("Conv2dBackwardFilter", nparam, params, ndims, shapes, dtypes, false,
-                       [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dw, const mp::Geo &g, auto run) {
+                       [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dw, const mp::Geo &g, const mp::ChunkPlan &plan,
+                          auto run) {
     const int64_t C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
     const bool pw = is_pointwise(g);
-    mp::GradAccum acc(O * K);
-    run([&](int tid, int64_t n0, int64_t nb, const float *G) {
+    mp::GradAccum acc(O * K, plan.chunks);
+    run([&](int64_t ci, int64_t n0, int64_t nb, const float *G) {
       const int64_t cols = nb * OHW;
       const float *col = x.f + n0 * C * HW;
       if (!(pw && nb == 1)) {
@@ -153,7 +156,7 @@ MP_EXPORT int Conv2dBackwardFilter(int nparam, void **params, int *ndims, int64_
         mp::im2col(x.f + n0 * C * HW, C, nb, HW, C * HW, g, buf);
         col = buf;
       }
-      mp::sgemm(false, true, O, K, cols, 1.f, G, cols, col, cols, 1.f, acc.of(tid), K);
+      mp::sgemm(false, true, O, K, cols, 1.f, G, cols, col, cols, 0.f, acc.of(ci), K);
     });
     acc.reduce_into(dw.f);
   });

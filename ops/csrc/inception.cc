@@ -84,7 +84,7 @@ MP_EXPORT int InceptionForward(int nparam, void **params, int *ndims, int64_t **
   const std::vector<float> wcat = concat_1x1(b, &a[1]);
   const float *w2b = a[3].f, *w3b = a[5].f, *w4 = a[6].f;
   const int64_t K2 = b.c3r * b.k2 * b.k2, K3 = b.c5r * b.k3 * b.k3, HW = b.HW;
-  mp::for_chunks(b.N, HW, [&](int, int64_t n0, int64_t nb) {
+  mp::for_chunks(b.N, HW, [&](int64_t, int64_t n0, int64_t nb) {
     const int64_t cols = nb * HW;
     float *yn = y.f + n0 * b.Ct * HW;
     const int64_t ycs = HW, ybs = b.Ct * HW;
@@ -133,10 +133,11 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
   const int64_t K2 = b.c3r * b.k2 * b.k2, K3 = b.c5r * b.k3 * b.k3, HW = b.HW, C = b.C;
   // accumulator layout: dWcat [R*C] | dw2b [c3*K2] | dw3b [c5*K3] | dw4 [c4*C]
   const int64_t o2b = b.R * C, o3b = o2b + b.c3 * K2, o4 = o3b + b.c5 * K3, total = o4 + b.c4 * C;
-  mp::GradAccum acc(total);
-  mp::for_chunks(b.N, HW, [&](int tid, int64_t n0, int64_t nb) {
+  const mp::ChunkPlan plan(b.N, HW);
+  mp::GradAccum acc(total, plan.chunks);
+  plan.run([&](int64_t ci, int64_t n0, int64_t nb) {
     const int64_t cols = nb * HW;
-    float *dW = acc.of(tid);
+    float *dW = acc.of(ci);  // every segment below is written exactly once per chunk (beta = 0)
     float *G = mp::scratch(5, b.Ct * cols);
     mp::gather(dy.f + n0 * b.Ct * HW, y.f + n0 * b.Ct * HW, b.Ct, nb, HW, b.Ct * HW, HW, G);
     const float *G2 = G + b.c1 * cols, *G3 = G2 + b.c3 * cols, *G4 = G3 + b.c5 * cols;
@@ -154,12 +155,12 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
     float *col = mp::scratch(2, std::max(K2, K3) * cols);
     // branch 2 (KxK on t2)
     mp::im2col(t2, b.c3r, nb, cols, HW, b.g2, col);
-    mp::sgemm(false, true, b.c3, K2, cols, 1.f, G2, cols, col, cols, 1.f, dW + o2b, K2);
+    mp::sgemm(false, true, b.c3, K2, cols, 1.f, G2, cols, col, cols, 0.f, dW + o2b, K2);
     mp::sgemm(true, false, K2, cols, b.c3, 1.f, w2b, K2, G2, cols, 0.f, col, cols);
     mp::col2im_add(col, b.c3r, nb, dt2, cols, HW, b.g2);
     // branch 3
     mp::im2col(t3, b.c5r, nb, cols, HW, b.g3, col);
-    mp::sgemm(false, true, b.c5, K3, cols, 1.f, G3, cols, col, cols, 1.f, dW + o3b, K3);
+    mp::sgemm(false, true, b.c5, K3, cols, 1.f, G3, cols, col, cols, 0.f, dW + o3b, K3);
     mp::sgemm(true, false, K3, cols, b.c5, 1.f, w3b, K3, G3, cols, 0.f, col, cols);
     mp::col2im_add(col, b.c5r, nb, dt3, cols, HW, b.g3);
     mp::mask_inplace(dt2, t, r23 * cols);
@@ -170,7 +171,7 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
     if (static_cast<int64_t>(arg_buf.size()) < C * cols) arg_buf.resize(static_cast<size_t>(C * cols));
     int32_t *arg = arg_buf.data();
     for (int64_t i = 0; i < C * nb; ++i) mp::maxpool_plane_argmax(xc + i * HW, b.gp, p + i * HW, arg + i * HW);
-    mp::sgemm(false, true, b.c4, C, cols, 1.f, G4, cols, p, cols, 1.f, dW + o4, C);
+    mp::sgemm(false, true, b.c4, C, cols, 1.f, G4, cols, p, cols, 0.f, dW + o4, C);
     float *dp = mp::scratch(3, C * cols);
     mp::sgemm(true, false, C, cols, b.c4, 1.f, w4, C, G4, cols, 0.f, dp, cols);
     float *dxn = dx.f + n0 * C * HW;
@@ -178,7 +179,7 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
     std::fill(dxc, dxc + C * cols, 0.f);
     for (int64_t i = 0; i < C * nb; ++i) mp::scatter_argmax_add(dp + i * HW, arg + i * HW, HW, dxc + i * HW);
     // the fused 1x1 GEMM's gradients
-    mp::sgemm(false, true, b.R, C, cols, 1.f, dz, cols, xc, cols, 1.f, dW, C);
+    mp::sgemm(false, true, b.R, C, cols, 1.f, dz, cols, xc, cols, 0.f, dW, C);
     mp::sgemm(true, false, C, cols, b.R, 1.f, wcat.data(), C, dz, cols, 1.f, dxc, cols);
     if (nb != 1) mp::scatter(dxc, C, nb, HW, false, dxn, HW, C * HW);
   });
