@@ -74,7 +74,7 @@ setup(
     python_requires=">=3.9",
     package_dir=ROOTS,
     packages=_packages(),
-    package_data={"mindplug": ["py.typed"], "mindplug.plugins": ["*/data/*", "*/data/**/*"],
+    package_data={"mindplug": ["py.typed", "engine/*.txt"], "mindplug.plugins": ["*/data/*", "*/data/**/*"],
                   "mindplug.ops": ["*.so"]},
     include_package_data=True,
     install_requires=[
@@ -85,9 +85,10 @@ setup(
         "pillow>=9",
         "packaging>=21",
         "tqdm>=4.60",
+        "matplotlib>=3.5",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "matplotlib", "decorator"],
+        "dev": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "decorator"],
     },
     entry_points={
         "console_scripts": ["mindplug = mindplug._cli:main"],

@@ -20,7 +20,8 @@ def test_wheel_maps_folders_and_declares_builtin_plugins(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for required in ("mindplug/__init__.py", "mindplug/py.typed", "mindplug/_registry.py",
                      "mindplug/plugins/__init__.py", "mindplug/plugins/googlenet/__init__.py",
-                     "mindplug/ops/__init__.py"):
+                     "mindplug/ops/__init__.py", "mindplug/engine/imagenet_classes.txt",
+                     "mindplug/plugins/datasets/data/LICENSE"):
         assert required in names, required
     assert not any(n.startswith(("core/", "plugins/", "ops/")) for n in names)
     assert any(n.startswith("mindplug/ops/") and n.endswith(".so") for n in names), "kernels not built"
