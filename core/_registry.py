@@ -160,6 +160,7 @@ class Registry:
             self._fail(source, "register", f"plugin name '{source.name}' is already used by "
                        f"{other.distribution} {other.version}; rename the entry point")
             return
+        had_mindspore = "mindspore" in sys.modules
         start = time.perf_counter()
         try:
             module = source.load()
@@ -188,7 +189,8 @@ class Registry:
         for entry in entries:
             self._entries[entry.spec.kind].append(entry)
         self._plugins.append(PluginRecord(source.name, source.distribution, source.version, source.module,
-                                          seconds, len(entries), requires))
+                                          seconds, len(entries), requires,
+                                          not had_mindspore and "mindspore" in sys.modules))
 
     def _collect(self, manager: pluggy.PluginManager, source: PluginSource, module: ModuleType) -> List[Entry]:
         known = set(_hookspecs.HOOK_FOR_KIND.values())

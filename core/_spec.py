@@ -82,6 +82,7 @@ class PluginRecord:
     import_seconds: float
     n_specs: int
     api_requires: str = ""
+    imported_mindspore: bool = False
 
 
 @dataclass(frozen=True)

@@ -102,3 +102,16 @@ def test_console_script_lists_builtins_without_mindspore():
             "print('MINDSPORE', 'mindspore' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "MINDSPORE False" in out.stdout
+
+
+def test_doctor_flags_a_plugin_that_imports_mindspore(use, capsys, monkeypatch):
+    heavy = types.ModuleType("heavy_plugin")
+
+    def load():
+        monkeypatch.setitem(sys.modules, "mindspore", types.ModuleType("mindspore"))
+        return heavy
+
+    monkeypatch.delitem(sys.modules, "mindspore", raising=False)
+    use(Registry(sources=lambda: [PluginSource("heavy", "heavy_plugin", "heavy-dist", "1", loader=load)], env={}))
+    assert _cli.main(["doctor"]) == 1
+    assert "FAIL  heavy imports mindspore at import time" in capsys.readouterr().out
