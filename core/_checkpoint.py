@@ -86,8 +86,8 @@ class LoadReport:
         return "; ".join(parts)
 
 
-def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
-    """All entries of a ``.ckpt`` (or ``.safetensors``) file as numpy arrays, keyed by name."""
+def check_checkpoint_file(path: Union[str, "os.PathLike[str]"]) -> str:
+    """A missing, directory or empty path fails here, before MindSpore is imported or any work starts."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint file not found: {path!r}; check the path (relative paths are "
@@ -97,6 +97,12 @@ def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"checkpoint file {path!r} is empty (0 bytes); the save or copy was "
                               "interrupted: save or copy it again")
+    return path
+
+
+def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
+    """All entries of a ``.ckpt`` (or ``.safetensors``) file as numpy arrays, keyed by name."""
+    path = check_checkpoint_file(path)
     import mindspore as ms
 
     fmt = "safetensors" if path.endswith(".safetensors") else "ckpt"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional, Sequence, Tuple
 
+from .._checkpoint import check_checkpoint_file
 from .._errors import CheckpointError
 from . import state as st
 from .components import build_model
@@ -40,13 +41,7 @@ def check_checkpoint(path: str) -> None:
     if not path:
         raise CheckpointError("no checkpoint given: pass --ckpt_path PATH (a .ckpt from training, or the seed's "
                               "weights file); evaluating random weights would be meaningless")
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint file not found: {path!r}; check the path (relative paths are "
-                              f"resolved from {os.getcwd()!r})")
-    if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint path {path!r} is a directory; give the .ckpt file inside it")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint file {path!r} is empty (0 bytes): the save or copy was cut off")
+    check_checkpoint_file(path)
 
 
 def weights_of(path: str, *, ema: Optional[bool] = None) -> Tuple[dict, Optional[st.LoopState]]:
