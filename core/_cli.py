@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -115,6 +116,14 @@ def cmd_doctor(args: argparse.Namespace, registry: Registry) -> int:
     """Checks for plugin authors: import time, valid specs, names, API version."""
     problems = 0
     print(f"mindplug {__version__}, plugin API {API_VERSION}")
+    from .ops import _library  # light: reads no MindSpore
+
+    kernels = os.environ.get("MINDPLUG_KERNELS", "auto")
+    if _library.available():
+        print(f"ok    C++ kernels built: {_library.library_path()} (MINDPLUG_KERNELS={kernels})")
+    else:
+        print(f"warn  C++ kernels not built ({_library.library_path()} missing): GoogLeNet falls back to "
+              f"MindSpore's slow CPU convolutions; reinstall with `pip install -e .` to build them")
     for record in registry.plugins:
         slow = "  <- slow: keep heavy imports out of the plugin module" if record.import_seconds > 0.1 else ""
         requires = record.api_requires or "(any; set MINDPLUG_API_REQUIRES)"

@@ -115,3 +115,10 @@ def test_doctor_flags_a_plugin_that_imports_mindspore(use, capsys, monkeypatch):
     use(Registry(sources=lambda: [PluginSource("heavy", "heavy_plugin", "heavy-dist", "1", loader=load)], env={}))
     assert _cli.main(["doctor"]) == 1
     assert "FAIL  heavy imports mindspore at import time" in capsys.readouterr().out
+
+
+def test_doctor_on_the_installed_builtins_is_clean():
+    out = subprocess.run([sys.executable, "-m", "mindplug", "doctor"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "C++ kernels built" in out.stdout and "no problems found" in out.stdout
+    assert out.stdout.count("API >=1,<2") == 6

@@ -9,6 +9,8 @@ from typing import List
 
 from mindplug import ComponentSpec, hookimpl
 
+MINDPLUG_API_REQUIRES = ">=1,<2"
+
 _TARGET = "mindplug.plugins.augmentations._factories:"
 
 # (name, description, tags)

@@ -8,6 +8,8 @@ from typing import List
 
 from mindplug import ComponentSpec, hookimpl
 
+MINDPLUG_API_REQUIRES = ">=1,<2"
+
 _FOLDER = "mindplug.plugins.datasets._folder:image_folder"
 
 
