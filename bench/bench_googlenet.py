@@ -1,10 +1,12 @@
-"""GoogLeNet 224x224 on this CPU: mindplug kernels vs MindSpore native vs PyTorch, inference and training.
+"""GoogLeNet on this CPU: mindplug kernels vs MindSpore native vs PyTorch, inference and training.
 
 Each configuration runs in its own subprocess (so peak RSS is its own), GRAPH mode for MindSpore:
 
     python bench/bench_googlenet.py                      # everything, batch 32 (native: batch 8, 1 step)
     python bench/bench_googlenet.py --only kernels       # just our kernels
     python bench/bench_googlenet.py --profile            # per-kernel time of every GoogLeNet layer (ctypes)
+    python bench/bench_googlenet.py --image-size 32 --in-channels 1 --num-classes 10 --batch 128 \
+        --only kernels torch --tasks train               # the Fashion-MNIST recipe's shape
 
 Training step = forward + backward + SGD momentum update, loss = cross-entropy with label smoothing 0.1.
 MindSpore native is ~20 s per batch-8 inference step here, so it runs a smaller batch and fewer steps
@@ -49,7 +51,7 @@ def timed(step, steps: int) -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------- MindSpore (kernels or native)
-def run_mindspore(task: str, batch: int, steps: int, threads: int) -> Dict[str, float]:
+def run_mindspore(task: str, batch: int, steps: int, threads: int, shape: tuple) -> Dict[str, float]:
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor, nn
@@ -59,11 +61,12 @@ def run_mindspore(task: str, batch: int, steps: int, threads: int) -> Dict[str, 
         ms.set_context(runtime_num_threads=threads)
     import mindplug
 
+    size, channels, classes = shape
     ms.set_seed(0)
-    net = mindplug.create("googlenet", num_classes=1000)
+    net = mindplug.create("googlenet", num_classes=classes, in_channels=channels)
     rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
-    y = Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    x = Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
+    y = Tensor(rng.integers(0, classes, batch).astype(np.int32))
     if task == "infer":
         net.set_train(False)
 
@@ -84,7 +87,7 @@ def run_mindspore(task: str, batch: int, steps: int, threads: int) -> Dict[str, 
 
 
 # ---------------------------------------------------------------- PyTorch, same architecture
-def torch_googlenet():
+def torch_googlenet(in_channels: int = 3, num_classes: int = 1000):
     import math
 
     import torch
@@ -132,21 +135,22 @@ def torch_googlenet():
         def forward(self, x):
             return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
 
-    layers = [ConvReLU(3, 64, 7, 2), Pool(3, 2), ConvReLU(64, 64, 1), ConvReLU(64, 192, 3), Pool(3, 2)]
+    layers = [ConvReLU(in_channels, 64, 7, 2), Pool(3, 2), ConvReLU(64, 64, 1), ConvReLU(64, 192, 3), Pool(3, 2)]
     for cfg in INCEPTION:
         layers.append(Pool(3, 2) if cfg == "pool" else Pool(2, 2) if cfg == "pool2" else Inception(*cfg))
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1024, 1000))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1024, num_classes))
 
 
-def run_torch(task: str, batch: int, steps: int, threads: int) -> Dict[str, float]:
+def run_torch(task: str, batch: int, steps: int, threads: int, shape: tuple) -> Dict[str, float]:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
+    size, channels, classes = shape
     torch.manual_seed(0)
-    net = torch_googlenet()
-    x = torch.randn(batch, 3, 224, 224)
-    y = torch.randint(0, 1000, (batch,))
+    net = torch_googlenet(channels, classes)
+    x = torch.randn(batch, channels, size, size)
+    y = torch.randint(0, classes, (batch,))
     if task == "infer":
         net.eval()
 
@@ -168,8 +172,8 @@ def run_torch(task: str, batch: int, steps: int, threads: int) -> Dict[str, floa
 
 
 # ---------------------------------------------------------------- per-kernel profile (ctypes, no graph)
-def profile(batch: int, repeats: int) -> None:
-    """Time every GoogLeNet layer's kernels at 224x224 to show where a step's time goes."""
+def profile(batch: int, repeats: int, size: int = 224, in_channels: int = 3) -> None:
+    """Time every GoogLeNet layer's kernels at size x size to show where a step's time goes."""
     import numpy as np
 
     from mindplug.ops import _library
@@ -188,7 +192,6 @@ def profile(batch: int, repeats: int) -> None:
         return best * 1e3
 
     rows: List[tuple] = []
-    size = 224
 
     def conv(name, cin, cout, k, s):
         nonlocal size
@@ -216,7 +219,7 @@ def profile(batch: int, repeats: int) -> None:
         size = o
 
     channels = 64
-    conv("conv1", 3, 64, 7, 2)
+    conv("conv1", in_channels, 64, 7, 2)
     pool("maxpool1", 3, 2)
     conv("conv2", 64, 64, 1, 1)
     conv("conv3", 64, 192, 3, 1)
@@ -261,7 +264,8 @@ CONFIGS = {  # name -> (runner, env)
 
 def worker(args) -> None:
     runner = run_torch if args.worker_runner == "torch" else run_mindspore
-    out = runner(args.worker_task, args.worker_batch, args.worker_steps, args.threads)
+    out = runner(args.worker_task, args.worker_batch, args.worker_steps, args.threads,
+                 (args.image_size, args.in_channels, args.num_classes))
     out["rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out))
 
@@ -277,7 +281,9 @@ def run_config(name: str, task: str, args) -> Dict | None:
             return None
     batch, steps = (args.native_batch, args.native_steps) if name == "native" else (args.batch, args.steps)
     cmd = [sys.executable, __file__, "--worker-runner", runner, "--worker-task", task,
-           "--worker-batch", str(batch), "--worker-steps", str(steps), "--threads", str(args.threads)]
+           "--worker-batch", str(batch), "--worker-steps", str(steps), "--threads", str(args.threads),
+           "--image-size", str(args.image_size), "--in-channels", str(args.in_channels),
+           "--num-classes", str(args.num_classes)]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:
@@ -292,6 +298,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=5, help="timed steps after the first (median reported)")
+    p.add_argument("--image-size", type=int, default=224, help="square input side in pixels")
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--native-batch", type=int, default=8)
     p.add_argument("--native-steps", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="0 = all cores the process may use")
@@ -309,9 +318,10 @@ def main() -> None:
     if args.worker_runner:
         return worker(args)
     if args.profile:
-        return profile(args.batch, max(1, args.steps // 2))
+        return profile(args.batch, max(1, args.steps // 2), args.image_size, args.in_channels)
     results: Dict[tuple, Dict] = {}
-    print(f"GoogLeNet 224x224, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, cores {len(os.sched_getaffinity(0))}, "
+    print(f"GoogLeNet {args.image_size}x{args.image_size}, {args.in_channels} input channel(s), {args.num_classes} "
+          f"classes, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, cores {len(os.sched_getaffinity(0))}, "
           f"{args.rounds} round(s)")
     for round_ in range(args.rounds):
         for task in args.tasks:
@@ -321,7 +331,7 @@ def main() -> None:
                 r = run_config(name, task, args)
                 if r is None:
                     continue
-                print(f"  [{round_ + 1}] {name:<8} {task:<5} batch {r['batch']:>2} x {r['steps']} steps: "
+                print(f"  [{round_ + 1}] {name:<8} {task:<5} batch {r['batch']:>3} x {r['steps']} steps: "
                       f"{r['img_s']:8.2f} img/s  step {r['step_s'] * 1e3:9.1f} ms  first step {r['first_s']:7.2f} s  "
                       f"peak RSS {r['rss_mb']:7.0f} MB  [{r['gemm']}]", flush=True)
                 if (name, task) not in results or r["img_s"] > results[name, task]["img_s"]:

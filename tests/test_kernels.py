@@ -309,6 +309,26 @@ def test_maxpool_googlenet_windows(k, s, size, pads):
     assert_close(y, ref)
 
 
+@pytest.mark.parametrize("k,s,size", [(3, 1, 16), (3, 1, 17), (3, 2, 16), (3, 2, 17), (3, 2, 32), (3, 2, 33),
+                                      (2, 2, 1), (3, 1, 2)])
+def test_maxpool_window_table_and_separable_paths_agree_with_reference(k, s, size):
+    """Planes up to 16x16 (forward) / 32x32 (backward) use per-output window tables, larger ones the
+    separable passes: both sides of each switch, with ties (the first maximum gets the gradient)."""
+    rng = np.random.default_rng(size)
+    x = ints(rng, (2, 3, size, size))
+    pads = [0, 0, 0, 0]
+    for axis in (0, 1):
+        lo_hi = max((-(-size // s) - 1) * s + k - size, 0)
+        pads[axis], pads[axis + 2] = lo_hi // 2, lo_hi - lo_hi // 2
+    cfg = np.array([k, k, s, s, 0, 0, 0, 0, 1], np.int64)
+    ref = pool_ref(x, (k, k), (s, s), tuple(pads))
+    (y,) = call("MaxPoolForward", [x, cfg], [ref.shape])
+    assert_close(y, ref)
+    dy = ints(rng, y.shape)
+    (dx,) = call("MaxPoolBackward", [dy, x, y, cfg], [x.shape])
+    assert_close(dx, pool_grad_ref(dy.astype(np.float64), x, (k, k), (s, s), tuple(pads)))
+
+
 # ---------------------------------------------------------------- inception
 inception_case = st.fixed_dictionaries(dict(
     n=st.integers(1, 4), c=st.integers(1, 8), h=st.integers(1, 9), w=st.integers(1, 9),

@@ -5,6 +5,7 @@
 // The backward recomputes the two reduced tensors (cheap 1x1 GEMM rows) instead of storing them.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "chunks.h"
@@ -64,7 +65,8 @@ const float *chunk_input(const Block &b, const float *x, int64_t n0, int64_t nb)
   return buf;
 }
 
-void pool_chunk(const Block &b, const float *xc, int64_t nb, float *p) {
+void pool_chunk(const Block &b, const mp::PoolWindows *t, const float *xc, int64_t nb, float *p) {
+  if (t) return mp::maxpool_planes_small(xc, b.C * nb, b.gp, *t, p);
   for (int64_t i = 0; i < b.C * nb; ++i) mp::maxpool_plane(xc + i * b.HW, b.gp, p + i * b.HW);
 }
 
@@ -84,6 +86,7 @@ MP_EXPORT int InceptionForward(int nparam, void **params, int *ndims, int64_t **
   const std::vector<float> wcat = concat_1x1(b, &a[1]);
   const float *w2b = a[3].f, *w3b = a[5].f, *w4 = a[6].f;
   const int64_t K2 = b.c3r * b.k2 * b.k2, K3 = b.c5r * b.k3 * b.k3, HW = b.HW;
+  const std::unique_ptr<mp::PoolWindows> windows(mp::small_plane(b.gp) ? new mp::PoolWindows(b.gp) : nullptr);
   mp::for_chunks(b.N, HW, [&](int64_t, int64_t n0, int64_t nb) {
     const int64_t cols = nb * HW;
     float *yn = y.f + n0 * b.Ct * HW;
@@ -103,7 +106,7 @@ MP_EXPORT int InceptionForward(int nparam, void **params, int *ndims, int64_t **
     mp::sgemm(false, false, b.c5, cols, K3, 1.f, w3b, K3, col, cols, 0.f, out, cols);
     mp::scatter(out, b.c5, nb, HW, true, yn + (b.c1 + b.c3) * HW, ycs, ybs);
     float *p = mp::scratch(4, b.C * cols);
-    pool_chunk(b, xc, nb, p);
+    pool_chunk(b, windows.get(), xc, nb, p);
     mp::sgemm(false, false, b.c4, cols, b.C, 1.f, w4, b.C, p, cols, 0.f, out, cols);
     mp::scatter(out, b.c4, nb, HW, true, yn + (b.c1 + b.c3 + b.c5) * HW, ycs, ybs);
   });
@@ -135,6 +138,7 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
   const int64_t o2b = b.R * C, o3b = o2b + b.c3 * K2, o4 = o3b + b.c5 * K3, total = o4 + b.c4 * C;
   const mp::ChunkPlan plan(b.N, HW);
   mp::GradAccum acc(total, plan.chunks);
+  const std::unique_ptr<mp::PoolWindows> windows(mp::small_plane(b.gp) ? new mp::PoolWindows(b.gp) : nullptr);
   plan.run([&](int64_t ci, int64_t n0, int64_t nb) {
     const int64_t cols = nb * HW;
     float *dW = acc.of(ci);  // every segment below is written exactly once per chunk (beta = 0)
@@ -170,14 +174,22 @@ MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t *
     static thread_local std::vector<int32_t> arg_buf;
     if (static_cast<int64_t>(arg_buf.size()) < C * cols) arg_buf.resize(static_cast<size_t>(C * cols));
     int32_t *arg = arg_buf.data();
-    for (int64_t i = 0; i < C * nb; ++i) mp::maxpool_plane_argmax(xc + i * HW, b.gp, p + i * HW, arg + i * HW);
+    if (windows)
+      mp::maxpool_planes_small_argmax(xc, C * nb, b.gp, *windows, p, arg);
+    else
+      for (int64_t i = 0; i < C * nb; ++i) mp::maxpool_plane_argmax(xc + i * HW, b.gp, p + i * HW, arg + i * HW);
     mp::sgemm(false, true, b.c4, C, cols, 1.f, G4, cols, p, cols, 0.f, dW + o4, C);
     float *dp = mp::scratch(3, C * cols);
     mp::sgemm(true, false, C, cols, b.c4, 1.f, w4, C, G4, cols, 0.f, dp, cols);
     float *dxn = dx.f + n0 * C * HW;
     float *dxc = nb == 1 ? dxn : mp::scratch(7, C * cols);
     std::fill(dxc, dxc + C * cols, 0.f);
-    for (int64_t i = 0; i < C * nb; ++i) mp::scatter_argmax_add(dp + i * HW, arg + i * HW, HW, dxc + i * HW);
+    for (int64_t i = 0; i < C * nb; ++i) {
+      const float *d = dp + i * HW;
+      const int32_t *ai = arg + i * HW;
+      float *o = dxc + i * HW;
+      for (int64_t q = 0; q < HW; ++q) o[ai[q]] += d[q];  // arg >= 0: a stride-1 'same' window is never empty
+    }
     // the fused 1x1 GEMM's gradients
     mp::sgemm(false, true, b.R, C, cols, 1.f, dz, cols, xc, cols, 0.f, dW, C);
     mp::sgemm(true, false, C, cols, b.R, 1.f, wcat.data(), C, dz, cols, 1.f, dxc, cols);

@@ -248,6 +248,73 @@ void scatter_argmax_add(const float *dy, const int32_t *arg, int64_t n, float *d
     if (arg[i] >= 0) dx[arg[i]] += dy[i];
 }
 
+PoolWindows::PoolWindows(const Geo &g) {
+  start.reserve(static_cast<size_t>(g.OH * g.OW + 1));
+  start.push_back(0);
+  for (int64_t oh = 0; oh < g.OH; ++oh)
+    for (int64_t ow = 0; ow < g.OW; ++ow) {
+      for (int64_t kh = 0; kh < g.KH; ++kh) {
+        const int64_t ih = oh * g.sh - g.pt + kh;
+        if (ih < 0 || ih >= g.H) continue;
+        for (int64_t kw = 0; kw < g.KW; ++kw) {
+          const int64_t iw = ow * g.sw - g.pl + kw;
+          if (iw >= 0 && iw < g.W) idx.push_back(static_cast<int32_t>(ih * g.W + iw));
+        }
+      }
+      start.push_back(static_cast<int32_t>(idx.size()));
+    }
+}
+
+void maxpool_planes_small(const float *src, int64_t planes, const Geo &g, const PoolWindows &t, float *dst) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int32_t *st = t.start.data(), *ix = t.idx.data();
+  if (HW == 1 && OHW == 1) {  // 1x1 map: every window holds just the pixel itself
+    std::memcpy(dst, src, sizeof(float) * planes);
+    return;
+  }
+  for (int64_t p = 0; p < planes; ++p, src += HW, dst += OHW)
+    for (int64_t o = 0; o < OHW; ++o) {
+      float m = src[ix[st[o]]];
+      for (int32_t j = st[o] + 1; j < st[o + 1]; ++j) {
+        const float v = src[ix[j]];
+        m = v > m ? v : m;
+      }
+      dst[o] = m;
+    }
+}
+
+void maxpool_planes_small_argmax(const float *src, int64_t planes, const Geo &g, const PoolWindows &t, float *dst,
+                                 int32_t *arg) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int32_t *st = t.start.data(), *ix = t.idx.data();
+  for (int64_t p = 0; p < planes; ++p, src += HW, dst += OHW, arg += OHW)
+    for (int64_t o = 0; o < OHW; ++o) {
+      int32_t a = ix[st[o]];
+      float m = src[a];
+      for (int32_t j = st[o] + 1; j < st[o + 1]; ++j) {
+        const float v = src[ix[j]];
+        const bool take = v > m;  // strict: the first maximum stays
+        m = take ? v : m;
+        a = take ? ix[j] : a;
+      }
+      dst[o] = m;
+      arg[o] = a;
+    }
+}
+
+void maxpool_planes_small_bwd(const float *dy, const float *src, const float *y, int64_t planes, const Geo &g,
+                              const PoolWindows &t, float *dx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int32_t *st = t.start.data(), *ix = t.idx.data();
+  std::fill(dx, dx + planes * HW, 0.f);
+  for (int64_t p = 0; p < planes; ++p, src += HW, dx += HW, dy += OHW, y += OHW)
+    for (int64_t o = 0; o < OHW; ++o) {
+      int32_t a = -1;
+      for (int32_t j = st[o + 1] - 1; j >= st[o]; --j) a = src[ix[j]] == y[o] ? ix[j] : a;  // last write = first match
+      if (a >= 0) dx[a] += dy[o];
+    }
+}
+
 void relu_inplace(float *x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {

@@ -48,6 +48,16 @@ MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **sh
   if (!read_cfg(kFwd, cfg, x, g)) return 1;
   const int64_t planes = x.dim(0) * x.dim(1), HW = g.H * g.W, OHW = g.OH * g.OW;
   if (!mp::expect_shape(kFwd, y, {x.dim(0), x.dim(1), g.OH, g.OW})) return 1;
+  if (mp::small_plane(g)) {
+    const mp::PoolWindows t(g);
+    const int nt = mp::num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int i = 0; i < nt; ++i) {
+      const int64_t p0 = planes * i / nt, p1 = planes * (i + 1) / nt;
+      mp::maxpool_planes_small(x.f + p0 * HW, p1 - p0, g, t, y.f + p0 * OHW);
+    }
+    return 0;
+  }
 #pragma omp parallel for schedule(static) num_threads(mp::num_threads())
   for (int64_t p = 0; p < planes; ++p) mp::maxpool_plane(x.f + p * HW, g, y.f + p * OHW);
   return 0;
@@ -67,6 +77,16 @@ MP_EXPORT int MaxPoolBackward(int nparam, void **params, int *ndims, int64_t **s
       !mp::expect_shape(kBwd, y, {x.dim(0), x.dim(1), g.OH, g.OW}) ||
       !mp::expect_shape(kBwd, dx, {x.dim(0), x.dim(1), g.H, g.W}))
     return 1;
+  if (mp::small_plane(g, true)) {
+    const mp::PoolWindows t(g);
+    const int nt = mp::num_threads();
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int i = 0; i < nt; ++i) {
+      const int64_t p0 = planes * i / nt, p1 = planes * (i + 1) / nt;
+      mp::maxpool_planes_small_bwd(dy.f + p0 * OHW, x.f + p0 * HW, y.f + p0 * OHW, p1 - p0, g, t, dx.f + p0 * HW);
+    }
+    return 0;
+  }
 #pragma omp parallel for schedule(static) num_threads(mp::num_threads())
   for (int64_t p = 0; p < planes; ++p) {
     float *d = dx.f + p * HW;
