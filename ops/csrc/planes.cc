@@ -15,10 +15,78 @@ inline void valid_range(const Geo &g, int64_t kw, int64_t &lo, int64_t &hi) {
   hi = std::min(hi, g.OW);
   lo = std::min(lo, hi);
 }
+// Small output planes: im2col's row copies would be a few floats each, so instead every tap gets the
+// source index of each output pixel (-1 = padding), built per call (at most KH*KW*64 entries).
+constexpr int64_t kTableOut = 64;
+
+struct TapTable {
+  std::vector<int32_t> idx;  // [KH*KW][OHW]
+  std::vector<char> identity;  // tap t reads pixel o for every output o (stride 1, no padding touched)
+  explicit TapTable(const Geo &g) {
+    const int64_t OHW = g.OH * g.OW, T = g.KH * g.KW;
+    idx.resize(static_cast<size_t>(T * OHW));
+    identity.assign(static_cast<size_t>(T), 1);
+    for (int64_t kh = 0; kh < g.KH; ++kh)
+      for (int64_t kw = 0; kw < g.KW; ++kw) {
+        const int64_t t = kh * g.KW + kw;
+        for (int64_t oh = 0; oh < g.OH; ++oh)
+          for (int64_t ow = 0; ow < g.OW; ++ow) {
+            const int64_t ih = oh * g.sh - g.pt + kh, iw = ow * g.sw - g.pl + kw, o = oh * g.OW + ow;
+            const bool in = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
+            idx[t * OHW + o] = in ? static_cast<int32_t>(ih * g.W + iw) : -1;
+            if (!in || ih * g.W + iw != o) identity[t] = 0;
+          }
+        if (g.H * g.W != OHW) identity[t] = 0;
+      }
+  }
+};
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void im2col_small(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, const Geo &g, float *col) {
+  const TapTable tab(g);
+  const int64_t OHW = g.OH * g.OW, T = g.KH * g.KW, ld = nb * OHW;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t) {
+      float *row = col + (c * T + t) * ld;
+      const int32_t *ti = tab.idx.data() + t * OHW;
+      if (tab.identity[t] && bs == OHW) {  // the whole channel block, unchanged
+        std::memcpy(row, src + c * cs, sizeof(float) * ld);
+        continue;
+      }
+      for (int64_t b = 0; b < nb; ++b) {
+        const float *sb = src + c * cs + b * bs;
+        float *d = row + b * OHW;
+        for (int64_t o = 0; o < OHW; ++o) d[o] = ti[o] >= 0 ? sb[ti[o]] : 0.f;
+      }
+    }
+}
+
+void col2im_add_small(const float *col, int64_t C, int64_t nb, float *dst, int64_t cs, int64_t bs, const Geo &g) {
+  const TapTable tab(g);
+  const int64_t OHW = g.OH * g.OW, T = g.KH * g.KW, ld = nb * OHW;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t t = 0; t < T; ++t) {
+      const float *row = col + (c * T + t) * ld;
+      const int32_t *ti = tab.idx.data() + t * OHW;
+      if (tab.identity[t] && bs == OHW) {
+        float *d = dst + c * cs;
+#pragma omp simd
+        for (int64_t i = 0; i < ld; ++i) d[i] += row[i];
+        continue;
+      }
+      for (int64_t b = 0; b < nb; ++b) {
+        float *db = dst + c * cs + b * bs;
+        const float *r = row + b * OHW;
+        for (int64_t o = 0; o < OHW; ++o)
+          if (ti[o] >= 0) db[ti[o]] += r[o];
+      }
+    }
+}
 }  // namespace
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void im2col(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, const Geo &g, float *col) {
+  if (g.OH * g.OW <= kTableOut) return im2col_small(src, C, nb, cs, bs, g, col);
   const int64_t OHW = g.OH * g.OW, ld = nb * OHW;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t kh = 0; kh < g.KH; ++kh)
@@ -55,6 +123,7 @@ void im2col(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, con
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void col2im_add(const float *col, int64_t C, int64_t nb, float *dst, int64_t cs, int64_t bs, const Geo &g) {
+  if (g.OH * g.OW <= kTableOut) return col2im_add_small(col, C, nb, dst, cs, bs, g);
   const int64_t OHW = g.OH * g.OW, ld = nb * OHW;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t kh = 0; kh < g.KH; ++kh)
@@ -83,6 +152,15 @@ void col2im_add(const float *col, int64_t C, int64_t nb, float *dst, int64_t cs,
 
 void gather(const float *src, const float *mask, int64_t C, int64_t nb, int64_t cs, int64_t bs, int64_t HW,
             float *dst) {
+  if (HW < 16) {  // tiny planes (GoogLeNet at 32 px): plain loops, no call per plane
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t b = 0; b < nb; ++b) {
+        const float *s = src + c * cs + b * bs, *m = mask ? mask + c * cs + b * bs : nullptr;
+        float *d = dst + (c * nb + b) * HW;
+        for (int64_t p = 0; p < HW; ++p) d[p] = (!m || m[p] > 0.f) ? s[p] : 0.f;
+      }
+    return;
+  }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t b = 0; b < nb; ++b) {
       const float *s = src + c * cs + b * bs;
@@ -101,6 +179,15 @@ void gather(const float *src, const float *mask, int64_t C, int64_t nb, int64_t 
 }
 
 void scatter(const float *src, int64_t C, int64_t nb, int64_t HW, bool relu, float *dst, int64_t cs, int64_t bs) {
+  if (HW < 16) {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t b = 0; b < nb; ++b) {
+        const float *s = src + (c * nb + b) * HW;
+        float *d = dst + c * cs + b * bs;
+        for (int64_t p = 0; p < HW; ++p) d[p] = (relu && !(s[p] > 0.f)) ? 0.f : s[p];
+      }
+    return;
+  }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t b = 0; b < nb; ++b) {
       const float *s = src + (c * nb + b) * HW;
