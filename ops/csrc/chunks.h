@@ -2,12 +2,12 @@
 // (chunk images x output pixels) is large enough for an efficient GEMM even at 7x7, and the number of
 // chunks is a multiple of the thread count so both cores stay busy.
 #pragma once
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "common.h"
+#include "threads.h"
 
 namespace mp {
 
@@ -20,7 +20,7 @@ inline int64_t chunk_count(int64_t N, int64_t pixels, int threads) {
 }
 
 // A batch split into chunks; run(fn) calls fn(chunk, first_image, image_count) for every chunk, in
-// parallel (dynamic schedule: a core slowed by other work takes fewer chunks).
+// parallel on the kernels' pool (one chunk at a time: a core slowed by other work takes fewer chunks).
 struct ChunkPlan {
   int64_t N, chunks;
   int threads;
@@ -33,8 +33,7 @@ struct ChunkPlan {
       for (int64_t i = 0; i < chunks; ++i) fn(i, first(i), first(i + 1) - first(i));
       return;
     }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(used)
-    for (int64_t i = 0; i < chunks; ++i) fn(i, first(i), first(i + 1) - first(i));
+    parallel_for(chunks, used, [&](int64_t i) { fn(i, first(i), first(i + 1) - first(i)); });
   }
 };
 
@@ -58,12 +57,16 @@ struct GradAccum {
   // out[i] = sum over chunks of element offset + i, for i < n.
   void reduce_into(float *out, int64_t offset = 0, int64_t n = -1) {
     if (n < 0) n = size - offset;
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      float s = 0.f;
-      for (int64_t t = 0; t < parts; ++t) s += buf[t * size + offset + i];
-      out[i] = s;
-    }
+    const int64_t pieces = n * parts < (1 << 16) ? 1 : num_threads();  // small sums: not worth a wake-up
+    parallel_for(pieces, static_cast<int>(pieces), [&](int64_t t) {
+      int64_t lo, hi;
+      split_range(n, pieces, t, lo, hi);
+      for (int64_t i = lo; i < hi; ++i) {
+        float s = 0.f;
+        for (int64_t c = 0; c < parts; ++c) s += buf[c * size + offset + i];
+        out[i] = s;
+      }
+    });
   }
 };
 

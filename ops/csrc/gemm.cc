@@ -1,7 +1,6 @@
 #include "gemm.h"
 
 #include <dlfcn.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "common.h"
+#include "threads.h"
 
 namespace mp {
 namespace {
@@ -155,22 +155,21 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
   if (M <= 0 || N <= 0) return;
   // Called outside a parallel region (a batch too small to give every thread a chunk): split the
   // GEMM's columns, or else its rows, across the threads so no core idles.
-  const int threads = omp_in_parallel() ? 1 : num_threads();
+  const int threads = in_parallel() ? 1 : num_threads();
   constexpr int64_t kMinSplit = 64;
   if (threads > 1 && (N >= kMinSplit * threads || M >= kMinSplit * threads)) {
     const bool by_cols = N >= kMinSplit * threads;
     const int64_t extent = by_cols ? N : M;
     const int64_t step = ((extent + threads - 1) / threads + 15) / 16 * 16;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t = 0; t < threads; ++t) {
+    parallel_for(threads, threads, [&](int64_t t) {
       const int64_t lo = t * step, hi = std::min(extent, lo + step);
-      if (lo >= hi) continue;
+      if (lo >= hi) return;
       if (by_cols)
         sgemm_serial(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
       else
         sgemm_serial(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc,
                      ldc);
-    }
+    });
     return;
   }
   sgemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

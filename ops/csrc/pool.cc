@@ -3,6 +3,7 @@
 
 #include "common.h"
 #include "planes.h"
+#include "threads.h"
 
 namespace {
 
@@ -36,6 +37,18 @@ bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, mp::Geo &g) 
   return true;
 }
 
+// fn(first, end) over contiguous blocks of planes, a few per thread (a slowed core takes fewer).
+template <class F>
+void for_plane_blocks(int64_t planes, F fn) {
+  const int threads = mp::num_threads();
+  const int64_t blocks = std::min<int64_t>(planes, 4 * threads);
+  mp::parallel_for(blocks, threads, [&](int64_t b) {
+    int64_t p0, p1;
+    mp::split_range(planes, blocks, b, p0, p1);
+    fn(p0, p1);
+  });
+}
+
 }  // namespace
 
 // inputs x[N,C,H,W], cfg[9] int64; output y[N,C,OH,OW].
@@ -50,16 +63,14 @@ MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **sh
   if (!mp::expect_shape(kFwd, y, {x.dim(0), x.dim(1), g.OH, g.OW})) return 1;
   if (mp::small_plane(g)) {
     const mp::PoolWindows t(g);
-    const int nt = mp::num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int i = 0; i < nt; ++i) {
-      const int64_t p0 = planes * i / nt, p1 = planes * (i + 1) / nt;
+    for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
       mp::maxpool_planes_small(x.f + p0 * HW, p1 - p0, g, t, y.f + p0 * OHW);
-    }
+    });
     return 0;
   }
-#pragma omp parallel for schedule(static) num_threads(mp::num_threads())
-  for (int64_t p = 0; p < planes; ++p) mp::maxpool_plane(x.f + p * HW, g, y.f + p * OHW);
+  for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) mp::maxpool_plane(x.f + p * HW, g, y.f + p * OHW);
+  });
   return 0;
 }
 
@@ -79,19 +90,17 @@ MP_EXPORT int MaxPoolBackward(int nparam, void **params, int *ndims, int64_t **s
     return 1;
   if (mp::small_plane(g, true)) {
     const mp::PoolWindows t(g);
-    const int nt = mp::num_threads();
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int i = 0; i < nt; ++i) {
-      const int64_t p0 = planes * i / nt, p1 = planes * (i + 1) / nt;
+    for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
       mp::maxpool_planes_small_bwd(dy.f + p0 * OHW, x.f + p0 * HW, y.f + p0 * OHW, p1 - p0, g, t, dx.f + p0 * HW);
-    }
+    });
     return 0;
   }
-#pragma omp parallel for schedule(static) num_threads(mp::num_threads())
-  for (int64_t p = 0; p < planes; ++p) {
-    float *d = dx.f + p * HW;
-    std::fill(d, d + HW, 0.f);
-    mp::maxpool_plane_bwd_add(dy.f + p * OHW, x.f + p * HW, y.f + p * OHW, g, d);
-  }
+  for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float *d = dx.f + p * HW;
+      std::fill(d, d + HW, 0.f);
+      mp::maxpool_plane_bwd_add(dy.f + p * OHW, x.f + p * HW, y.f + p * OHW, g, d);
+    }
+  });
   return 0;
 }
