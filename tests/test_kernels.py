@@ -275,6 +275,29 @@ def test_conv_single_image_splits_gemms(shape, o, k):
     assert_close(call("Conv2dBackwardFilter", [dy, y, x, w, cfg], [w.shape])[0], dw_ref)
 
 
+def test_kernels_work_in_a_forked_child(threads):
+    """A child forked after the worker pool started gets a pool of its own (the parent's workers are
+    not copied by fork): the kernel finishes in the child instead of waiting for them forever."""
+    import os
+    import signal
+
+    rng = np.random.default_rng(5)
+    x, w = ints(rng, (4, 8, 8, 8)), quarters(rng, (16, 8, 3, 3))
+    cfg = np.array([1, 1, *same(3), 1, 0], np.int64)
+    want = np.maximum(conv_ref(x, w, (1, 1), same(3)), 0).astype(np.float32)
+    assert_close(call("Conv2dForward", [x, w, cfg], [want.shape])[0], want)   # the pool is running now
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        signal.alarm(60)
+        try:
+            (got,) = call("Conv2dForward", [x, w, cfg], [want.shape])
+            os._exit(0 if np.allclose(got, want, rtol=1e-5) else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status}"
+
+
 # ---------------------------------------------------------------- max pool
 pool_case = window_case(4, 3, c=st.integers(1, 5))
 

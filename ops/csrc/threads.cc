@@ -1,5 +1,7 @@
 #include "threads.h"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -96,8 +98,21 @@ class Pool {
   int64_t n_ = 0;
 };
 
+// Leaked on purpose: detached workers may still reference a pool at exit. A forked child has none of
+// the parent's workers (and maybe a held lock), so it starts a fresh pool instead of waiting forever.
+std::atomic<Pool *> g_pool{nullptr};
+
+void forget_pool_in_child() { g_pool.store(nullptr, std::memory_order_relaxed); }
+
 Pool &pool() {
-  static Pool *p = new Pool;  // leaked on purpose: detached workers may still reference it at exit
+  static const int registered = pthread_atfork(nullptr, nullptr, forget_pool_in_child);
+  (void)registered;
+  Pool *p = g_pool.load(std::memory_order_acquire);
+  if (p == nullptr) {
+    Pool *fresh = new Pool;
+    if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // another thread won the race; p now holds its pool
+  }
   return *p;
 }
 
