@@ -85,7 +85,7 @@ def load() -> ctypes.CDLL:
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the kernels' OpenMP thread count (0 = OpenMP's default)."""
+    """Sets the kernels' thread count (0 = OpenMP's default, omp_get_max_threads)."""
     load().MindplugSetNumThreads(int(n))
 
 
