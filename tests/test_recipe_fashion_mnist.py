@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from test_engine import ROOT, run  # noqa: E402  (tests/ is on sys.path under pytest)
+
 RECIPE = os.path.join(ROOT, "configs", "googlenet", "googlenet_fashion_mnist.yaml")
 
 pytestmark = pytest.mark.slow
@@ -26,17 +26,12 @@ EPOCHS = 5
 MIN_TOP1 = 60.0
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", GLOG_v="3")
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     out = str(tmp_path_factory.mktemp("recipe") / "run")
-    proc = _run([sys.executable, "train.py", "--config", RECIPE, "--dataset", "fashion_mnist_sample",
-                 "--data_dir", "none", "--epoch_size", str(EPOCHS), "--batch_size", "32", "--lr", "0.025",
-                 "--ckpt_save_dir", out, "--distribute", "False"])
+    proc = run([sys.executable, "train.py", "--config", RECIPE, "--dataset", "fashion_mnist_sample",
+                "--data_dir", "none", "--epoch_size", str(EPOCHS), "--batch_size", "32", "--lr", "0.025",
+                "--ckpt_save_dir", out, "--distribute", "False"], timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     with open(os.path.join(out, "log.json"), encoding="utf-8") as handle:
         history = json.load(handle)
@@ -54,8 +49,8 @@ def test_recipe_learns_well_above_chance_on_a_subset(trained):
 def test_validate_reproduces_the_best_checkpoint_exactly(trained):
     best = max(trained["history"], key=lambda row: row["val_top1"])
     ckpt = os.path.join(trained["dir"], "googlenet-best.ckpt")
-    proc = _run([sys.executable, "validate.py", "-c", RECIPE, "--dataset", "fashion_mnist_sample",
-                 "--data_dir", "none", "--ckpt_path", ckpt])
+    proc = run([sys.executable, "validate.py", "-c", RECIPE, "--dataset", "fashion_mnist_sample",
+                "--data_dir", "none", "--ckpt_path", ckpt])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"top-1 {best['val_top1']:.2f}%" in proc.stdout, proc.stdout
     assert f"top-5 {best['val_top5']:.2f}%" in proc.stdout, proc.stdout

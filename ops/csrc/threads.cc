@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -13,7 +14,11 @@ namespace {
 
 thread_local bool t_in_parallel = false;
 
-inline void cpu_relax() { __builtin_ia32_pause(); }
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 // ~30-60 us of pause instructions: long enough to catch the back-to-back jobs of one kernel (chunk loop,
 // then the gradient reductions), short enough to leave the core to MindSpore between kernels.
@@ -128,10 +133,9 @@ void parallel_for_raw(int64_t n, int threads, void (*body)(void *, int64_t), voi
     t_in_parallel = false;
     if (ran) return;
   }
-  const bool outer = t_in_parallel;
-  t_in_parallel = true;
+  // Run here without marking a parallel region: a lone item (n == 1) may still spread its own nested
+  // work over the pool, and nested calls inside a busy pool's job fall back to serial by themselves.
   for (int64_t i = 0; i < n; ++i) body(ctx, i);
-  t_in_parallel = outer;
 }
 
 }  // namespace mp

@@ -3,12 +3,12 @@
 // (loaded and configured by MindSpore before we are) spin for ~0.3 ms after every parallel region,
 // which on 2 cores took the CPU from the graph's other ops: 32 px training ran ~25% slower.
 #pragma once
-#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace mp {
 
-// True on a pool worker or inside a parallel_for body: nested calls run serially.
+// True on a pool worker or in a parallel_for body the pool is running: nested calls run serially.
 bool in_parallel();
 
 // Calls body(ctx, i) for every i in [0, n) on up to `threads` threads, the caller being one of them;
@@ -18,7 +18,8 @@ void parallel_for_raw(int64_t n, int threads, void (*body)(void *, int64_t), voi
 
 template <class F>
 void parallel_for(int64_t n, int threads, F &&fn) {
-  parallel_for_raw(n, threads, [](void *c, int64_t i) { (*static_cast<F *>(c))(i); },
+  using Fn = std::remove_reference_t<F>;
+  parallel_for_raw(n, threads, [](void *c, int64_t i) { (*static_cast<Fn *>(c))(i); },
                    const_cast<void *>(static_cast<const void *>(&fn)));
 }
 
