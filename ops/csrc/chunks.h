@@ -26,10 +26,14 @@ struct ChunkPlan {
   int threads;
   ChunkPlan(int64_t n, int64_t pixels) : N(n), chunks(chunk_count(n, pixels, num_threads())), threads(num_threads()) {}
   int64_t first(int64_t i) const { return i * N / chunks; }
-  // One chunk runs on the caller, so its GEMMs split across the threads instead.
   template <class F>
   void run(F fn) const {
-    parallel_for(chunks, threads, [&](int64_t i) { fn(i, first(i), first(i + 1) - first(i)); });
+    const int used = static_cast<int>(std::min<int64_t>(threads, chunks));
+    if (used == 1) {  // one chunk (or one thread): run here; a lone chunk's GEMMs split across the threads
+      for (int64_t i = 0; i < chunks; ++i) fn(i, first(i), first(i + 1) - first(i));
+      return;
+    }
+    parallel_for(chunks, used, [&](int64_t i) { fn(i, first(i), first(i + 1) - first(i)); });
   }
 };
 

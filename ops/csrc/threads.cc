@@ -133,9 +133,10 @@ void parallel_for_raw(int64_t n, int threads, void (*body)(void *, int64_t), voi
     t_in_parallel = false;
     if (ran) return;
   }
-  // Run here without marking a parallel region: a lone item (n == 1) may still spread its own nested
-  // work over the pool, and nested calls inside a busy pool's job fall back to serial by themselves.
+  const bool outer = t_in_parallel;
+  t_in_parallel = true;
   for (int64_t i = 0; i < n; ++i) body(ctx, i);
+  t_in_parallel = outer;
 }
 
 }  // namespace mp

@@ -8,7 +8,7 @@
 
 namespace mp {
 
-// True on a pool worker or in a parallel_for body the pool is running: nested calls run serially.
+// True on a pool worker or inside a parallel_for body: nested calls run serially.
 bool in_parallel();
 
 // Calls body(ctx, i) for every i in [0, n) on up to `threads` threads, the caller being one of them;
