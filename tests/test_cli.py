@@ -104,6 +104,16 @@ def test_console_script_lists_builtins_without_mindspore():
     assert "MINDSPORE False" in out.stdout
 
 
+def test_list_into_a_closed_pipe_exits_quietly():
+    # `mindplug list | head -1`: the reader is gone before the table is written
+    proc = subprocess.Popen([sys.executable, "-m", "mindplug", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait() == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_doctor_flags_a_plugin_that_imports_mindspore(use, capsys, monkeypatch):
     heavy = types.ModuleType("heavy_plugin")
 
