@@ -27,6 +27,16 @@ from mindplug.engine.trainer import Trainer
 if __name__ == "__main__":
     path, pairs, _ = parse_overrides(sys.argv[1:])
     trainer = Trainer(load_config(path, pairs))
+    if os.environ.get("DIE_AFTER_EPOCH"):  # a kill at an epoch boundary, once that epoch's state is saved
+        epoch_once = trainer._epoch
+
+        def epoch_then_die(epoch, stop):
+            code = epoch_once(epoch, stop)
+            if epoch + 1 == int(os.environ["DIE_AFTER_EPOCH"]):
+                os._exit(0)
+            return code
+
+        trainer._epoch = epoch_then_die
     code = trainer.run()
     ms.save_checkpoint(trainer.net, os.path.join(os.environ["RANK_DUMP"], f"rank{trainer.rt.rank}.ckpt"))
     sys.exit(code)
@@ -39,48 +49,92 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
-def test_two_workers_on_cpu(tmp_path):
-    tmp = str(tmp_path)
+needs_msrun = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
+
+
+def _msrun(tmp: str, worker: str, cfg: str, label: str, *extra: str, killed: bool = False,
+           **env_extra: str) -> str:
+    """Runs ``worker`` on 2 msrun workers; returns the folder holding each rank's final weights."""
+    dump = os.path.join(tmp, "ranks-" + label)
+    os.makedirs(dump)
+    log_dir = os.path.join(tmp, "msrun_log-" + label)
+    # msrun starts each worker with the `python` on PATH: make it this interpreter
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    env = dict(os.environ, RANK_DUMP=dump, GLOG_v="3", PYTHONUNBUFFERED="1", PATH=path, **env_extra)
+    proc = subprocess.run(["msrun", "--worker_num", "2", "--local_worker_num", "2", "--master_port",
+                           str(_free_port()), "--log_dir", log_dir, "--join", "True",
+                           worker, "--config", cfg, *extra], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=tmp)
+    logs = ""
+    for name in sorted(os.listdir(log_dir)):
+        with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as handle:
+            logs += f"--- {name}\n" + handle.read()[-3000:]
+    # a killed worker makes msrun report the job as failed; that run is checked by what it left behind
+    assert killed or proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
+    return dump
+
+
+def _weights(path: str) -> dict:
+    import mindspore as ms
+
+    return {name: param.asnumpy() for name, param in ms.load_checkpoint(path).items()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 2-epoch data-parallel run: (tmp folder, worker script, rank-dump folder)."""
+    tmp = str(tmp_path_factory.mktemp("msrun"))
     worker = os.path.join(tmp, "worker.py")
     with open(worker, "w", encoding="utf-8") as handle:
         handle.write(WORKER)
     # 50 validation images: shards of 25 each; 40 training images: 20 per rank = 5 steps of 4
     cfg = recipe(tmp, "dp", model="tinynet", image_resize=16, num_samples=50, batch_size=4, epoch_size=2,
                  distribute=True, decay_epochs=2)
-    dump = os.path.join(tmp, "ranks")
-    os.makedirs(dump)
-    # msrun starts each worker with the `python` on PATH: make it this interpreter
-    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    env = dict(os.environ, RANK_DUMP=dump, GLOG_v="3", PYTHONUNBUFFERED="1", PATH=path)
-    proc = subprocess.run(["msrun", "--worker_num", "2", "--local_worker_num", "2", "--master_port",
-                           str(_free_port()), "--log_dir", os.path.join(tmp, "msrun_log"), "--join", "True",
-                           worker, "--config", cfg], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=tmp)
-    logs = ""
-    for name in sorted(os.listdir(os.path.join(tmp, "msrun_log"))):
-        with open(os.path.join(tmp, "msrun_log", name), encoding="utf-8", errors="replace") as handle:
-            logs += f"--- {name}\n" + handle.read()[-3000:]
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + logs
+    return tmp, worker, _msrun(tmp, worker, cfg, "full")
 
-    import mindspore as ms
 
-    rank0 = ms.load_checkpoint(os.path.join(dump, "rank0.ckpt"))
-    rank1 = ms.load_checkpoint(os.path.join(dump, "rank1.ckpt"))
+@needs_msrun
+def test_two_workers_on_cpu(uninterrupted):
+    tmp, _, dump = uninterrupted
+    rank0 = _weights(os.path.join(dump, "rank0.ckpt"))
+    rank1 = _weights(os.path.join(dump, "rank1.ckpt"))
     assert set(rank0) == set(rank1)
     for name in rank0:
-        np.testing.assert_array_equal(rank0[name].asnumpy(), rank1[name].asnumpy(), err_msg=name)
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
 
     folder = os.path.join(tmp, "dp")
     with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
         history = json.load(handle)
     assert [row["epoch"] for row in history] == [1, 2]
     assert all(row["val_images"] == 50 for row in history)  # both shards counted, none twice
+    import mindspore as ms
+
     state = ms.load_checkpoint(os.path.join(folder, "state", "tinynet-2_6.ckpt"))
     loop = json.loads(state["mindplug.train_state"])
     assert loop["world"] == 2 and loop["steps_per_epoch"] == 6
     # trained weights differ from the initial ones and the state file holds rank 0's (= every rank's)
-    np.testing.assert_array_equal(state["classifier.weight"].asnumpy(), rank0["classifier.weight"].asnumpy())
-    worker1 = [n for n in os.listdir(os.path.join(tmp, "msrun_log")) if "worker_1" in n]
-    with open(os.path.join(tmp, "msrun_log", worker1[0]), encoding="utf-8", errors="replace") as handle:
+    np.testing.assert_array_equal(state["classifier.weight"].asnumpy(), rank0["classifier.weight"])
+    log_dir = os.path.join(tmp, "msrun_log-full")
+    worker1 = [n for n in os.listdir(log_dir) if "worker_1" in n]
+    with open(os.path.join(log_dir, worker1[0]), encoding="utf-8", errors="replace") as handle:
         assert "saved " not in handle.read()  # only rank 0 writes and reports
+
+
+@needs_msrun
+def test_two_workers_resume_at_an_epoch_boundary_equals_uninterrupted(uninterrupted):
+    """An msrun run killed after an epoch and resumed ends with the uninterrupted run's weights."""
+    tmp, worker, full = uninterrupted
+    cfg = recipe(tmp, "dp-resumed", model="tinynet", image_resize=16, num_samples=50, batch_size=4,
+                 epoch_size=2, distribute=True, decay_epochs=2)
+    _msrun(tmp, worker, cfg, "first", killed=True, DIE_AFTER_EPOCH="1")
+    with open(os.path.join(tmp, "dp-resumed", "log.json"), encoding="utf-8") as handle:
+        assert [row["epoch"] for row in json.load(handle)] == [1]
+    resumed = _msrun(tmp, worker, cfg, "rest", "--resume", "True")
+    with open(os.path.join(tmp, "dp-resumed", "log.json"), encoding="utf-8") as handle:
+        assert [row["epoch"] for row in json.load(handle)] == [1, 2]
+    expected = _weights(os.path.join(full, "rank0.ckpt"))
+    for rank in (0, 1):
+        got = _weights(os.path.join(resumed, f"rank{rank}.ckpt"))
+        assert set(got) == set(expected)
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=f"rank {rank}: {name}")

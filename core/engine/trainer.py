@@ -191,13 +191,13 @@ class Trainer:
 
         loop, params = st.read_state(path)
         expected = {"steps_per_epoch": self.steps, "world": self.rt.world, "batch_size": self.cfg.batch_size,
-                    "num_classes": self.num_classes}
+                    "num_classes": self.num_classes, "epoch_size": self.cfg.epoch_size}
         for key, value in expected.items():
             if getattr(loop, key) != value:
                 raise CheckpointError(f"{path!r} was saved by a run with {key} = {getattr(loop, key)}, this run has "
                                       f"{value}: resuming would not continue the same schedule. Use the same "
-                                      f"batch_size, data and worker count, or start from its weights with "
-                                      f"--ckpt_path")
+                                      f"batch_size, epoch_size, data and worker count, or start from its "
+                                      f"weights with --ckpt_path")
         net_params = {p.name for p in self.net.get_parameters()}
         load_into(self.net, {k: v for k, v in params.items() if k in net_params}, strict=True, label=path)
         own = list(self.optimizer.get_parameters()) + self.step_state.parameters()
@@ -220,7 +220,6 @@ class Trainer:
             raise CheckpointError(f"{path!r} lacks training state this run needs: {', '.join(missing[:6])}; it "
                                   f"was saved with another optimizer, EMA or accumulation setting")
         self.loop = loop
-        self.loop.epoch_size = self.cfg.epoch_size
         LOG.info(f"resuming from {path}: {loop.epoch} epochs and {loop.step} steps done, "
                  f"{self.cfg.epoch_size - loop.epoch} epochs to go")
 
