@@ -80,6 +80,12 @@ def _weights(path: str) -> dict:
     return {name: param.asnumpy() for name, param in ms.load_checkpoint(path).items()}
 
 
+def _dp_recipe(tmp: str, name: str) -> str:
+    # 50 validation images: shards of 25 each; 40 training images: 20 per rank = 5 steps of 4
+    return recipe(tmp, name, model="tinynet", image_resize=16, num_samples=50, batch_size=4, epoch_size=2,
+                  distribute=True, decay_epochs=2)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """A 2-epoch data-parallel run: (tmp folder, worker script, rank-dump folder)."""
@@ -87,10 +93,7 @@ def uninterrupted(tmp_path_factory):
     worker = os.path.join(tmp, "worker.py")
     with open(worker, "w", encoding="utf-8") as handle:
         handle.write(WORKER)
-    # 50 validation images: shards of 25 each; 40 training images: 20 per rank = 5 steps of 4
-    cfg = recipe(tmp, "dp", model="tinynet", image_resize=16, num_samples=50, batch_size=4, epoch_size=2,
-                 distribute=True, decay_epochs=2)
-    return tmp, worker, _msrun(tmp, worker, cfg, "full")
+    return tmp, worker, _msrun(tmp, worker, _dp_recipe(tmp, "dp"), "full")
 
 
 @needs_msrun
@@ -124,8 +127,7 @@ def test_two_workers_on_cpu(uninterrupted):
 def test_two_workers_resume_at_an_epoch_boundary_equals_uninterrupted(uninterrupted):
     """An msrun run killed after an epoch and resumed ends with the uninterrupted run's weights."""
     tmp, worker, full = uninterrupted
-    cfg = recipe(tmp, "dp-resumed", model="tinynet", image_resize=16, num_samples=50, batch_size=4,
-                 epoch_size=2, distribute=True, decay_epochs=2)
+    cfg = _dp_recipe(tmp, "dp-resumed")
     _msrun(tmp, worker, cfg, "first", killed=True, DIE_AFTER_EPOCH="1")
     with open(os.path.join(tmp, "dp-resumed", "log.json"), encoding="utf-8") as handle:
         assert [row["epoch"] for row in json.load(handle)] == [1]

@@ -162,10 +162,9 @@ def test_resume_with_another_batch_size_is_refused(uninterrupted):
 
 def test_resume_with_another_epoch_size_is_refused(uninterrupted):
     # the learning-rate sequence spans epoch_size: a longer run is a new run (start it with --ckpt_path)
-    folder = uninterrupted["full"]
-    cfg = _recipe(os.path.dirname(folder), "full")
-    proc = run([sys.executable, tiny_cli(os.path.dirname(folder)), "train", "-c", cfg, "--resume",
-                "--epoch_size", "7"])
+    tmp = os.path.dirname(uninterrupted["full"])
+    cfg = _recipe(tmp, "full")
+    proc = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg, "--resume", "--epoch_size", "7"])
     assert proc.returncode == 2 and "epoch_size = " in proc.stderr and "--ckpt_path" in proc.stderr, \
         proc.stderr[-2000:]
 
