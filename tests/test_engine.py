@@ -304,6 +304,7 @@ def test_bench_reports_the_seed_columns(tmp_path):
     assert [r["phase"] for r in rows] == ["train", "infer"]
     for row in rows:
         assert row["batch_size"] == 8 and row["resolution"] == "16x16" and row["params_M"] >= 0
+        assert row["workers"] == 1
         assert row["compile_s"] >= 0 and row["ms_per_step"] > 0
         assert row["img_per_s"] == pytest.approx(8000.0 / row["ms_per_step"])
     table = run([sys.executable, tiny_cli(tmp), "bench", "-c", cfg, "--steps", "1", "--phase", "infer"])

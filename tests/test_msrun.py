@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from test_engine import TINY_PLUGIN, recipe  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_engine import TINY_PLUGIN, recipe, tiny_cli  # noqa: E402  (tests/ is on sys.path under pytest)
 
 pytestmark = pytest.mark.slow
 
@@ -52,9 +52,10 @@ def _free_port() -> int:
 needs_msrun = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore's launcher) is not on PATH")
 
 
-def _msrun(tmp: str, worker: str, cfg: str, label: str, *extra: str, killed: bool = False,
+def _msrun(tmp: str, worker: str, cfg: str, label: str, *extra: str, command: tuple = (), killed: bool = False,
            **env_extra: str) -> str:
-    """Runs ``worker`` on 2 msrun workers; returns the folder holding each rank's final weights."""
+    """Runs ``worker [command] --config cfg [extra]`` on 2 msrun workers; returns the folder holding each
+    rank's final weights. The workers' logs are in ``tmp/msrun_log-label``."""
     dump = os.path.join(tmp, "ranks-" + label)
     os.makedirs(dump)
     log_dir = os.path.join(tmp, "msrun_log-" + label)
@@ -63,8 +64,8 @@ def _msrun(tmp: str, worker: str, cfg: str, label: str, *extra: str, killed: boo
     env = dict(os.environ, RANK_DUMP=dump, GLOG_v="3", PYTHONUNBUFFERED="1", PATH=path, **env_extra)
     proc = subprocess.run(["msrun", "--worker_num", "2", "--local_worker_num", "2", "--master_port",
                            str(_free_port()), "--log_dir", log_dir, "--join", "True",
-                           worker, "--config", cfg, *extra], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=tmp)
+                           worker, *command, "--config", cfg, *extra], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=tmp)
     logs = ""
     for name in sorted(os.listdir(log_dir)):
         with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as handle:
@@ -140,3 +141,66 @@ def test_two_workers_resume_at_an_epoch_boundary_equals_uninterrupted(uninterrup
         assert set(got) == set(expected)
         for name in expected:
             np.testing.assert_array_equal(got[name], expected[name], err_msg=f"rank {rank}: {name}")
+
+
+@needs_msrun
+def test_bench_under_msrun_reports_the_group(tmp_path):
+    """`msrun ... bench`: one table, from rank 0, whose img/s counts both workers' batches."""
+    tmp = str(tmp_path)
+    _msrun(tmp, tiny_cli(tmp), _dp_recipe(tmp, "bench"), "bench", "--steps", "2", "--json",
+           command=("bench",))
+    logs = {}
+    for name in os.listdir(os.path.join(tmp, "msrun_log-bench")):
+        with open(os.path.join(tmp, "msrun_log-bench", name), encoding="utf-8", errors="replace") as handle:
+            logs[name] = handle.read()
+    rank0 = next(text for name, text in logs.items() if "worker_0" in name)
+    rank1 = next(text for name, text in logs.items() if "worker_1" in name)
+    rows = json.loads(rank0[rank0.index("[\n"):rank0.index("\n]") + 2])
+    assert [r["phase"] for r in rows] == ["train", "infer"]
+    for row in rows:
+        assert row["workers"] == 2 and row["batch_size"] == 4
+        assert row["img_per_s"] == pytest.approx(2 * 4000.0 / row["ms_per_step"])
+    assert '"img_per_s"' not in rank1  # one report for the group
+
+
+#: every rank offers gradients filled with rank + 1 (and one with its rank id); the reducer must return
+#: their mean, in the parameters' shapes, on every rank
+REDUCER_WORKER = '''
+import json, os, sys
+import numpy as np
+import mindspore as ms
+from mindspore.communication import get_group_size, get_rank, init
+from mindplug.engine.steps import grad_reducer
+
+ms.set_device("CPU")
+ms.set_context(mode=ms.GRAPH_MODE)
+init()
+rank, world = get_rank(), get_group_size()
+ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=world)
+shapes = [(3, 2, 5, 5), (7,), (1,), (4, 9)]
+params = [ms.Parameter(ms.Tensor(np.zeros(s, np.float32)), name=f"p{i}") for i, s in enumerate(shapes)]
+values = [np.full(s, rank + 1.0, np.float32) for s in shapes]
+values[3] += rank * np.arange(36, dtype=np.float32).reshape(4, 9)
+grads = tuple(ms.Tensor(v) for v in values)
+out = grad_reducer(params, world, "CPU")(grads)
+with open(os.path.join(os.environ["RANK_DUMP"], f"rank{rank}.json"), "w") as handle:
+    json.dump([o.asnumpy().tolist() for o in out], handle)
+'''
+
+
+@needs_msrun
+def test_cpu_grad_reducer_averages_over_ranks(tmp_path):
+    tmp = str(tmp_path)
+    worker = os.path.join(tmp, "reduce.py")
+    with open(worker, "w", encoding="utf-8") as handle:
+        handle.write(REDUCER_WORKER)
+    dump = _msrun(tmp, worker, "unused.yaml", "reduce")
+    shapes = [(3, 2, 5, 5), (7,), (1,), (4, 9)]
+    expected = [np.full(s, 1.5, np.float32) for s in shapes]
+    expected[3] += np.arange(36, dtype=np.float32).reshape(4, 9) * 0.5  # rank 0 adds 0, rank 1 adds arange
+    for rank in (0, 1):
+        with open(os.path.join(dump, f"rank{rank}.json"), encoding="utf-8") as handle:
+            got = [np.asarray(g, np.float32) for g in json.load(handle)]
+        assert [g.shape for g in got] == shapes
+        for g, e in zip(got, expected):
+            np.testing.assert_array_equal(g, e)

@@ -1,7 +1,9 @@
 """The seed's performance columns for this machine, measured on synthetic data.
 
 params, batch size, resolution, graph compile time, ms/step and img/s, for a training step (forward,
-backward, optimizer update) and for inference, with the recipe's model, loss and optimizer.
+backward, optimizer update) and for inference, with the recipe's model, loss and optimizer. Under msrun the
+training step averages gradients over the workers as training does, and img/s counts every worker's batch,
+as the seed's multi-card rows do.
 """
 from __future__ import annotations
 
@@ -29,11 +31,15 @@ def _measure(fn: Any, args: tuple, steps: int) -> Dict[str, float]:
     return {"compile_s": max(first - step, 0.0), "ms_per_step": 1000.0 * step}
 
 
-def bench(cfg: Config, *, steps: int = 5, which: str = "both") -> List[Dict[str, Any]]:
-    """One row per measured phase ('train', 'infer')."""
+def _throughput(images_per_step: int, result: Dict[str, float]) -> float:
+    return 1000.0 * images_per_step / result["ms_per_step"]
+
+
+def bench(cfg: Config, *, steps: int = 5, which: str = "both", workers: int = 1) -> List[Dict[str, Any]]:
+    """One row per measured phase ('train', 'infer'); ``workers`` > 1 inside an msrun group."""
     import mindspore as ms
 
-    from .steps import StepState, TrainStep, WithLoss
+    from .steps import StepState, TrainStep, WithLoss, grad_reducer
 
     num_classes = int(cfg.num_classes or 1000)
     rng = np.random.default_rng(cfg.seed)
@@ -44,26 +50,29 @@ def bench(cfg: Config, *, steps: int = 5, which: str = "both") -> List[Dict[str,
     params = sum(int(np.prod(p.shape)) for p in net.trainable_params())
     rows = []
     common = {"model": cfg.component("model")[0], "params_M": round(params / 1e6, 2), "batch_size": batch,
-              "resolution": f"{size}x{size}", "mode": "GRAPH" if cfg.mode == 0 else "PYNATIVE"}
+              "resolution": f"{size}x{size}", "mode": "GRAPH" if cfg.mode == 0 else "PYNATIVE", "workers": workers}
     if which in ("both", "train"):
         loss_fn = components.build_loss(cfg)
         optimizer = components.build_optimizer(cfg, net.trainable_params(),
                                                np.full(steps + 1, cfg.lr, dtype=np.float32))
         state = StepState(net.trainable_params(), cfg.loss_scale, 1)
-        step = TrainStep(WithLoss(net, loss_fn), optimizer, state, apply=True)
+        reducer = grad_reducer(optimizer.parameters, workers, ms.get_context("device_target"))
+        step = TrainStep(WithLoss(net, loss_fn), optimizer, state, apply=True, reducer=reducer)
         net.set_train(True)
         result = _measure(step, (images, labels), steps)
-        rows.append({"phase": "train", **common, **result, "img_per_s": 1000.0 * batch / result["ms_per_step"]})
+        rows.append({"phase": "train", **common, **result, "img_per_s": _throughput(batch * workers, result)})
     if which in ("both", "infer"):
         net.set_train(False)
         result = _measure(net, (images,), steps)
-        rows.append({"phase": "infer", **common, **result, "img_per_s": 1000.0 * batch / result["ms_per_step"]})
+        rows.append({"phase": "infer", **common, **result, "img_per_s": _throughput(batch * workers, result)})
     return rows
 
 
 def render(rows: List[Dict[str, Any]]) -> str:
-    header = ["phase", "model", "params(M)", "batch size", "resolution", "mode", "graph compile", "ms/step", "img/s"]
-    table = [[r["phase"], r["model"], f"{r['params_M']:.2f}", str(r["batch_size"]), r["resolution"], r["mode"],
+    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "graph compile",
+              "ms/step", "img/s"]
+    table = [[r["phase"], r["model"], f"{r['params_M']:.2f}", str(r["workers"]), str(r["batch_size"]),
+              r["resolution"], r["mode"],
               f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}", f"{r['img_per_s']:.2f}"] for r in rows]
     widths = [max(len(row[i]) for row in table + [header]) for i in range(len(header))]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",

@@ -60,18 +60,19 @@ def cmd_bench(argv: List[str]) -> int:
         return _recipe_help("bench")
     from .bench import bench, render
     from .components import apply_plugin_selection
-    from .runtime import init_runtime
+    from .runtime import init_runtime, launched_by_msrun
 
     path, pairs, extra = parse_overrides(argv, extra_flags=("steps", "phase", "json"))
     cfg = load_config(path, pairs)
     apply_plugin_selection(cfg)
-    init_runtime(cfg, need_distribution=False)
+    rt = init_runtime(cfg, need_distribution=launched_by_msrun())
     steps = int(extra.get("steps", 5))
     phase = str(extra.get("phase", "both"))
     if phase not in ("train", "infer", "both"):
         raise MindplugError(f"--phase {phase!r}: use train, infer or both")
-    rows = bench(cfg, steps=steps, which=phase)
-    print(json.dumps(rows, indent=2) if extra.get("json") else render(rows))
+    rows = bench(cfg, steps=steps, which=phase, workers=rt.world)
+    if rt.is_main:  # one table for the group, as training logs once
+        print(json.dumps(rows, indent=2) if extra.get("json") else render(rows))
     return 0
 
 

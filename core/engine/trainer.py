@@ -136,9 +136,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- construction
     def _build(self) -> None:
-        from mindspore import nn
-
-        from .steps import EMA, StepState, WithLoss, stochastic_primitives
+        from .steps import EMA, StepState, WithLoss, grad_reducer, stochastic_primitives
 
         cfg = self.cfg
         seed_everything(cfg.seed)  # identical initial weights on every rank
@@ -152,9 +150,7 @@ class Trainer:
         self.dynamic = dynamic
         self.step_state = StepState(self.weights, cfg.loss_scale, self.accumulate)
         self.with_loss = WithLoss(self.net, self.loss_fn)
-        self.reducer = None
-        if self.rt.distributed:
-            self.reducer = nn.DistributedGradReducer(self.optimizer.parameters, mean=True, degree=self.rt.world)
+        self.reducer = grad_reducer(self.optimizer.parameters, self.rt.world, self.rt.device)
         self.ema = EMA(self.weights, cfg.ema_decay) if cfg.ema else None
         self.random_ops = stochastic_primitives(self.net)
         self._steps_cache: Optional[tuple] = None
