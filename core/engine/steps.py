@@ -196,7 +196,7 @@ class FlatGradReducer(nn.Cell):
 
 def grad_reducer(parameters: Sequence[Parameter], world: int, device: str) -> Optional[nn.Cell]:
     """The gradient averaging of a data-parallel step: none for one process; one flat all-reduce on CPU;
-    MindSpore's DistributedGradReducer on Ascend and GPU, whose HCCL/NCCL backends fuse by themselves."""
+    MindSpore's own DistributedGradReducer on Ascend and GPU (those paths are not run here)."""
     if world <= 1:
         return None
     if device == "CPU":
