@@ -75,6 +75,14 @@ def _msrun(tmp: str, worker: str, cfg: str, label: str, *extra: str, command: tu
     return dump
 
 
+def _worker_log(tmp: str, label: str, rank: int) -> str:
+    """What worker ``rank`` of the msrun job ``label`` printed."""
+    log_dir = os.path.join(tmp, "msrun_log-" + label)
+    name = next(n for n in os.listdir(log_dir) if f"worker_{rank}" in n)
+    with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
 def _weights(path: str) -> dict:
     import mindspore as ms
 
@@ -118,10 +126,7 @@ def test_two_workers_on_cpu(uninterrupted):
     assert loop["world"] == 2 and loop["steps_per_epoch"] == 6
     # trained weights differ from the initial ones and the state file holds rank 0's (= every rank's)
     np.testing.assert_array_equal(state["classifier.weight"].asnumpy(), rank0["classifier.weight"])
-    log_dir = os.path.join(tmp, "msrun_log-full")
-    worker1 = [n for n in os.listdir(log_dir) if "worker_1" in n]
-    with open(os.path.join(log_dir, worker1[0]), encoding="utf-8", errors="replace") as handle:
-        assert "saved " not in handle.read()  # only rank 0 writes and reports
+    assert "saved " not in _worker_log(tmp, "full", 1)  # only rank 0 writes and reports
 
 
 @needs_msrun
@@ -149,12 +154,7 @@ def test_bench_under_msrun_reports_the_group(tmp_path):
     tmp = str(tmp_path)
     _msrun(tmp, tiny_cli(tmp), _dp_recipe(tmp, "bench"), "bench", "--steps", "2", "--json",
            command=("bench",))
-    logs = {}
-    for name in os.listdir(os.path.join(tmp, "msrun_log-bench")):
-        with open(os.path.join(tmp, "msrun_log-bench", name), encoding="utf-8", errors="replace") as handle:
-            logs[name] = handle.read()
-    rank0 = next(text for name, text in logs.items() if "worker_0" in name)
-    rank1 = next(text for name, text in logs.items() if "worker_1" in name)
+    rank0, rank1 = _worker_log(tmp, "bench", 0), _worker_log(tmp, "bench", 1)
     rows = json.loads(rank0[rank0.index("[\n"):rank0.index("\n]") + 2])
     assert [r["phase"] for r in rows] == ["train", "infer"]
     for row in rows:
