@@ -165,19 +165,18 @@ def test_bench_under_msrun_reports_the_group(tmp_path):
 
 #: every rank offers gradients filled with rank + 1 (and one with its rank id); the reducer must return
 #: their mean, in the parameters' shapes, on every rank
+REDUCER_SHAPES = [(3, 2, 5, 5), (7,), (1,), (4, 9)]
 REDUCER_WORKER = '''
 import json, os, sys
 import numpy as np
 import mindspore as ms
-from mindspore.communication import get_group_size, get_rank, init
+from mindplug.engine.runtime import join_msrun_group
 from mindplug.engine.steps import grad_reducer
 
 ms.set_device("CPU")
 ms.set_context(mode=ms.GRAPH_MODE)
-init()
-rank, world = get_rank(), get_group_size()
-ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True, device_num=world)
-shapes = [(3, 2, 5, 5), (7,), (1,), (4, 9)]
+rank, world = join_msrun_group()
+shapes = [tuple(s) for s in json.loads(os.environ["REDUCER_SHAPES"])]
 params = [ms.Parameter(ms.Tensor(np.zeros(s, np.float32)), name=f"p{i}") for i, s in enumerate(shapes)]
 values = [np.full(s, rank + 1.0, np.float32) for s in shapes]
 values[3] += rank * np.arange(36, dtype=np.float32).reshape(4, 9)
@@ -194,13 +193,12 @@ def test_cpu_grad_reducer_averages_over_ranks(tmp_path):
     worker = os.path.join(tmp, "reduce.py")
     with open(worker, "w", encoding="utf-8") as handle:
         handle.write(REDUCER_WORKER)
-    dump = _msrun(tmp, worker, "unused.yaml", "reduce")
-    shapes = [(3, 2, 5, 5), (7,), (1,), (4, 9)]
-    expected = [np.full(s, 1.5, np.float32) for s in shapes]
+    dump = _msrun(tmp, worker, "unused.yaml", "reduce", REDUCER_SHAPES=json.dumps(REDUCER_SHAPES))
+    expected = [np.full(s, 1.5, np.float32) for s in REDUCER_SHAPES]
     expected[3] += np.arange(36, dtype=np.float32).reshape(4, 9) * 0.5  # rank 0 adds 0, rank 1 adds arange
     for rank in (0, 1):
         with open(os.path.join(dump, f"rank{rank}.json"), encoding="utf-8") as handle:
             got = [np.asarray(g, np.float32) for g in json.load(handle)]
-        assert [g.shape for g in got] == shapes
+        assert [g.shape for g in got] == REDUCER_SHAPES
         for g, e in zip(got, expected):
             np.testing.assert_array_equal(g, e)

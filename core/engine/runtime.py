@@ -10,7 +10,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import numpy as np
 
@@ -83,6 +83,18 @@ def _pick_device(requested: str, notices: List[str]) -> str:
     return "CPU"
 
 
+def join_msrun_group() -> Tuple[int, int]:
+    """(rank, world) after joining the msrun group in data-parallel mode with averaged gradients."""
+    import mindspore as ms
+    from mindspore.communication import get_group_size, get_rank, init
+
+    init()
+    rank, world = get_rank(), get_group_size()
+    ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                 device_num=world)
+    return rank, world
+
+
 def init_runtime(cfg: Config, *, need_distribution: bool = True) -> Runtime:
     """Set MindSpore's device and mode, join the msrun group when launched by msrun, seed everything."""
     import mindspore as ms
@@ -93,12 +105,7 @@ def init_runtime(cfg: Config, *, need_distribution: bool = True) -> Runtime:
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
     rank, world = 0, 1
     if need_distribution and launched_by_msrun():
-        from mindspore.communication import get_group_size, get_rank, init
-
-        init()
-        rank, world = get_rank(), get_group_size()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=world)
+        rank, world = join_msrun_group()
         if not cfg.distribute:
             notices.append(f"launched by msrun with {world} workers: training data-parallel although "
                            f"distribute is False")
