@@ -8,20 +8,22 @@ from __future__ import annotations
 import builtins
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union, overload
 
-from ._errors import (AmbiguousComponentError, CheckpointError, ComponentArgumentError, ComponentImportError,
-                      ConfigError, DataError, MindplugError, PluginLoadError, UnknownComponentError)
+from ._errors import (AmbiguousComponentError, CheckpointError, ComponentArgumentError, ComponentBuildError,
+                      ComponentImportError, ConfigError, DataError, MindplugError, PluginLoadError,
+                      UnknownComponentError)
 from ._hookspecs import hookimpl
 from ._registry import API_VERSION as MINDPLUG_API
 from ._registry import default_registry as _default_registry
-from ._spec import KINDS, ComponentInfo, ComponentSpec, PluginFailure, PluginRecord, WeightsSpec
+from ._spec import (IMAGENET_MEAN, IMAGENET_STD, KINDS, ComponentInfo, ComponentSpec, PluginFailure, PluginRecord,
+                    WeightsSpec)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "create", "list", "info", "build", "register", "hookimpl", "KINDS", "MINDPLUG_API",
+    "create", "list", "info", "build", "register", "hookimpl", "KINDS", "MINDPLUG_API", "IMAGENET_MEAN", "IMAGENET_STD",
     "ComponentSpec", "WeightsSpec", "ComponentInfo", "PluginRecord", "PluginFailure",
     "MindplugError", "UnknownComponentError", "AmbiguousComponentError", "ComponentArgumentError",
-    "ComponentImportError", "PluginLoadError", "ConfigError", "CheckpointError", "DataError",
+    "ComponentImportError", "ComponentBuildError", "PluginLoadError", "ConfigError", "CheckpointError", "DataError",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -9,11 +9,14 @@ import fnmatch
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._errors import CheckpointError
+
+if TYPE_CHECKING:
+    from ._spec import WeightsSpec
 
 StateDict = Dict[str, np.ndarray]
 Source = Union[str, "os.PathLike[str]", Mapping[str, np.ndarray]]
@@ -100,8 +103,9 @@ def check_checkpoint_file(path: Union[str, "os.PathLike[str]"]) -> str:
     return path
 
 
-def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
-    """All entries of a ``.ckpt`` (or ``.safetensors``) file as numpy arrays, keyed by name."""
+def read_checkpoint(path: Union[str, "os.PathLike[str]"], text: Optional[Dict[str, str]] = None) -> StateDict:
+    """All entries of a ``.ckpt`` (or ``.safetensors``) file as numpy arrays, keyed by name; text entries
+    (metadata saved with ``append_dict``, such as a train state's loop record) go into ``text`` if given."""
     path = check_checkpoint_file(path)
     import mindspore as ms
 
@@ -118,8 +122,10 @@ def read_checkpoint(path: Union[str, "os.PathLike[str]"]) -> StateDict:
                               "checkpoint or was saved from an empty network")
     state: StateDict = {}
     for name, value in params.items():
-        if isinstance(value, str):
-            continue  # text metadata saved with append_dict, not a tensor
+        if isinstance(value, str):  # text metadata saved with append_dict, not a tensor
+            if text is not None:
+                text[name] = value
+            continue
         if value.dtype == ms.bfloat16:
             value = value.astype(ms.float32)
         state[name] = value.asnumpy()
@@ -219,7 +225,7 @@ def fold_input_channels(state: StateDict, name: str, in_channels: int) -> StateD
 
 def load_model_checkpoint(net, source: Source, *, strict: bool = True, first_conv: Optional[str] = None,
                           classifiers: Sequence[str] = (), optional: Sequence[str] = (),
-                          ema: bool = False) -> LoadReport:
+                          ema: bool = False, label: Optional[str] = None) -> LoadReport:
     """Load a classification checkpoint into a (possibly reconfigured) model.
 
     ``first_conv``: the first conv's weight name, folded from RGB when the model takes one channel;
@@ -229,7 +235,8 @@ def load_model_checkpoint(net, source: Source, *, strict: bool = True, first_con
     when the network lacks them, left at init with a warning when the checkpoint lacks them;
     ``ema``: load the checkpoint's EMA weights.
     """
-    state, label = _as_state(source, ema)
+    state, default_label = _as_state(source, ema)
+    label = label or default_label
     params = net.parameters_dict()
     if first_conv is not None and first_conv in params:
         state = fold_input_channels(state, first_conv, int(params[first_conv].shape[1]))
@@ -257,3 +264,33 @@ def load_model_checkpoint(net, source: Source, *, strict: bool = True, first_con
 
 def _in_net(pattern: str, params: Mapping[str, object]) -> bool:
     return any(fnmatch.fnmatchcase(n, pattern) for n in params)
+
+
+def load_weights(net, source: Union[Source, "WeightsSpec"], *, model: Optional[str] = None,
+                 metadata: Optional[Mapping[str, object]] = None, strict: bool = True, fine_tune: bool = False,
+                 ema: bool = False, label: Optional[str] = None) -> LoadReport:
+    """Load weights into any Cell by parameter name: a checkpoint file, a state dict, or a ``WeightsSpec``
+    (found in the local cache and checked against its sha256 first).
+
+    ``model`` (a registry name) or ``metadata`` gives the spec metadata that adapts the load: ``optional``
+    (fnmatch patterns of parts either side may lack, e.g. auxiliary heads), and with ``fine_tune`` also
+    ``classifiers``/``classifier`` (layers whose size is the class count: left at init when the checkpoint
+    has another count) and ``first_conv`` (folded from RGB for a 1-channel network).
+    """
+    from ._hub import cached_weights
+    from ._spec import WeightsSpec
+
+    if metadata is None and model is not None:
+        from ._registry import default_registry
+
+        metadata = default_registry().resolve(model, "model").spec.metadata
+    meta = dict(metadata or {})
+    if isinstance(source, WeightsSpec):
+        source = str(cached_weights(source))
+    classifiers = list(meta.get("classifiers") or ([meta["classifier"]] if meta.get("classifier") else []))
+    first_conv = meta.get("first_conv") if fine_tune else None
+    if first_conv and not str(first_conv).endswith(".weight"):
+        first_conv = f"{first_conv}.weight"
+    return load_model_checkpoint(net, source, strict=strict, first_conv=first_conv,
+                                 classifiers=classifiers if fine_tune else (),
+                                 optional=tuple(meta.get("optional") or ()), ema=ema, label=label)

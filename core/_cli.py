@@ -13,6 +13,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
+from ._console import Parser, guarded, render_table
 from ._errors import MindplugError
 from ._registry import API_VERSION, Entry, Registry, default_registry, name_key
 from ._spec import KINDS
@@ -25,15 +26,6 @@ def _kind_arg(word: Optional[str]) -> Optional[str]:
     if word is None:
         return None
     return _PLURALS.get(word, word if word in KINDS else None)
-
-
-def _print_table(rows: List[List[str]], header: List[str]) -> None:
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    print(line.rstrip())
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
@@ -54,7 +46,7 @@ def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
     if args.json:
         print(json.dumps([dict(zip(("kind", "name", "plugin", "description"), r)) for r in rows], indent=2))
     elif rows:
-        _print_table(rows, ["kind", "name", "plugin", "description"])
+        print(render_table(rows, ["kind", "name", "plugin", "description"]))
     else:
         print("no components match")
     return 0
@@ -104,7 +96,7 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry) -> int:
                           "failed": [f.__dict__ for f in registry.failures]}, indent=2))
         return 0
     if rows:
-        _print_table(rows, ["plugin", "distribution", "version", "components", "import ms"])
+        print(render_table(rows, ["plugin", "distribution", "version", "components", "import ms"]))
     for failure in registry.failures:
         print(f"FAILED {failure.describe()}")
         if args.verbose and failure.traceback:
@@ -168,7 +160,7 @@ def cmd_doctor(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mindplug", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mindplug", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mindplug {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("list", help="list components: mindplug list [KIND] [PATTERN]")
@@ -195,28 +187,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:
-        # `mindplug list | head`: the reader left; exit quietly as other Unix tools do.
-        # Python's recommended recipe: point stdout at devnull so the flush at exit cannot raise again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the signal
+    return guarded(_main, list(sys.argv[1:] if argv is None else argv))
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _main(argv: List[str]) -> int:
     if argv and argv[0] in ENGINE_COMMANDS:
         from .engine.cli import run  # heavy: only for engine commands
 
         return run(argv[0], argv[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
         return int(args.func(args, default_registry()))
     except MindplugError as exc:
         print(f"error: {exc}", file=sys.stderr)

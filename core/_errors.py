@@ -41,6 +41,10 @@ class DataError(MindplugError, OSError):
     """A data directory, split, file or image that is missing or unreadable."""
 
 
+class ComponentBuildError(MindplugError, RuntimeError):
+    """A component's factory raised while building it; the message names the component and the cause."""
+
+
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Close matches by difflib, compared case-insensitively."""
     pool = sorted(set(candidates))

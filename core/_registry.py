@@ -16,7 +16,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, replace
 from types import ModuleType
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pluggy
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -110,11 +110,6 @@ class Registry:
             self._allow = _as_list(allow)
             self._block = _as_list(block)
             self._prefer = {name_key(k): v for k, v in (prefer or {}).items()}
-            self._reset()
-
-    def reload(self) -> None:
-        """Forget what was loaded; the next use discovers plugins again."""
-        with self._lock:
             self._reset()
 
     def _environ(self) -> Mapping[str, str]:
@@ -261,17 +256,19 @@ class Registry:
     def list(self, pattern: Patterns = "*", kind: Optional[str] = "model", exclude: Patterns = None) -> List[str]:
         """Sorted names matching any include pattern and no exclude pattern (fnmatch, case-insensitive).
 
-        A name two plugins share is listed once per provider, by canonical id.
+        A name two plugins share is listed once per provider, by canonical id; when all providers but one
+        are ``fallback`` components, that one keeps its bare name.
         """
         entries = self.entries(kind)
-        counts: Dict[Tuple[str, str], int] = {}
+        sharing: Dict[Tuple[str, str], List[Entry]] = {}
         for e in entries:
-            counts[(e.spec.kind, name_key(e.spec.name))] = counts.get((e.spec.kind, name_key(e.spec.name)), 0) + 1
+            sharing.setdefault((e.spec.kind, name_key(e.spec.name)), []).append(e)
         include = [p.casefold() for p in _as_list(pattern) or ["*"]]
         excluded = [p.casefold() for p in _as_list(exclude)]
         names = set()
         for e in entries:
-            shown = e.canonical_id if counts[(e.spec.kind, name_key(e.spec.name))] > 1 else e.spec.name
+            owners = _without_fallbacks(sharing[(e.spec.kind, name_key(e.spec.name))])
+            shown = e.spec.name if owners == [e] else e.canonical_id
             if _matches(e, include) and not _matches(e, excluded):
                 names.add(shown)
         return sorted(names, key=lambda n: (n.casefold(), n))
@@ -290,6 +287,8 @@ class Registry:
         found = exact or [e for e in pool if name_key(e.spec.name) == name_key(bare)]
         if len(found) > 1:
             found = self._preferred(bare, found)
+        if len(found) > 1 and not sep:
+            found = _without_fallbacks(found)
         if len(found) == 1:
             return found[0]
         if found:
@@ -299,6 +298,19 @@ class Registry:
                 f"Choose one by its canonical id (e.g. '{found[0].canonical_id}'), or add to the config:\n"
                 f"  plugins:\n    prefer:\n      {bare}: {found[0].plugin}")
         raise UnknownComponentError(self._unknown_message(name, bare, kind, entries))
+
+    def default(self, kind: str) -> Entry:
+        """The component a recipe gets when it names none of ``kind``: the one a plugin declares ``default``."""
+        found = [e for e in self.entries(kind) if e.spec.default]
+        if len(found) == 1:
+            return found[0]
+        key = {"optimizer": "opt"}.get(kind, kind)
+        if not found:
+            raise ConfigError(f"no {kind} given (recipe key '{key}') and no loaded plugin declares a default "
+                              f"{kind}: set '{key}' (`mindplug list {kind}` shows the choices)")
+        providers = ", ".join(e.provider() for e in found)
+        raise AmbiguousComponentError(f"no {kind} given (recipe key '{key}') and {len(found)} plugins declare a "
+                                      f"default {kind} ({providers}): set '{key}' to one of them")
 
     def _preferred(self, bare: str, found: List[Entry]) -> List[Entry]:
         choice = self._prefer.get(name_key(bare))
@@ -401,6 +413,12 @@ class Registry:
             if not path:
                 raise
             raise type(exc)(f"{path}: {exc}") from exc
+
+
+def _without_fallbacks(found: List[Entry]) -> List[Entry]:
+    """A bare name two plugins share goes to the providers that are not ``fallback`` ones (if any)."""
+    primary = [e for e in found if not e.spec.fallback]
+    return primary or found
 
 
 def _matches(entry: Entry, patterns: List[str]) -> bool:

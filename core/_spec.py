@@ -8,6 +8,10 @@ from typing import Any, Callable, Mapping, Tuple, Union
 #: The kinds of component a plugin can provide; each has its own hook.
 KINDS: Tuple[str, ...] = ("model", "optimizer", "scheduler", "loss", "augmentation", "dataset")
 
+#: ImageNet's per-channel mean and std on the 0..255 scale (MindCV's and timm's defaults).
+IMAGENET_MEAN: Tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD: Tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
 Target = Union[str, Callable[..., Any]]
 
 
@@ -19,8 +23,9 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 class WeightsSpec:
     """Where a set of weights comes from and how it must be fed (torchvision's WeightsEnum, as a record).
 
-    ``eval_transform`` names the evaluation preprocessing by augmentation-plugin name, so a config
-    cannot pair the weights with the wrong normalisation.
+    ``eval_transform`` (an augmentation name), ``crop_pct``, ``interpolation``, ``mean`` and ``std`` record
+    the evaluation preprocessing the ``metrics`` were measured with; ``mindplug info`` shows them so a
+    recipe can match them.
     """
 
     tag: str
@@ -29,8 +34,8 @@ class WeightsSpec:
     source: str = ""
     num_classes: int = 1000
     input_size: Tuple[int, int, int] = (3, 224, 224)
-    mean: Tuple[float, ...] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-    std: Tuple[float, ...] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
     eval_transform: str = "resize_center_crop"
     crop_pct: float = 0.875
     interpolation: str = "bilinear"
@@ -45,7 +50,11 @@ class ComponentSpec:
     """One component a plugin provides.
 
     ``target`` is either a lazy ``"package.module:attr"`` string, imported only on ``create``, or the
-    object itself (for components registered in-process).
+    object itself (for components registered in-process). ``fallback=True`` lets the component answer its
+    bare name only while no other plugin provides that name (a zoo that repeats a built-in's name keeps
+    the built-in the default); its canonical id ``<plugin>:<name>`` always works. ``default=True`` makes it
+    what a recipe gets when it names no component of this kind (for augmentations: the pipeline that reads
+    MindCV's augmentation keys).
     """
 
     name: str
@@ -55,6 +64,8 @@ class ComponentSpec:
     tags: Tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
     weights: Tuple[WeightsSpec, ...] = ()
+    fallback: bool = False
+    default: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(self.tags))

@@ -1,47 +1,26 @@
-"""Build the per-sample and batch transform pipelines from a recipe, every step created by registry name.
+"""The per-sample and batch transforms of a run: an explicit list from the recipe, or the default pipeline.
 
-Two ways to say what a pipeline is:
-
-- MindCV's recipe keys (``image_resize``, ``scale``, ``ratio``, ``hflip``, ``vflip``, ``color_jitter``,
-  ``interpolation``, ``crop_pct``, ``auto_augment``, ``re_*``, ``mean``, ``std``, ``mixup``, ``cutmix``,
-  ``cutmix_prob``, ``in_channels``), giving MindCV's ImageNet pipeline for *any* dataset;
-- an explicit list: ``transforms: {train: [{type: random_crop, size: 32, padding: 2}, hflip, ...],
+- An explicit list, ``transforms: {train: [{type: random_crop, size: 32, padding: 2}, hflip, ...],
   eval: [...], batch: {type: mixup_cutmix, ...}}`` (or the engine's ``augmentations`` /
-  ``eval_augmentations`` lists).
+  ``eval_augmentations`` lists): every step is created by registry name.
+- Otherwise the augmentation a plugin declares ``default`` (the built-in one reads MindCV's keys:
+  ``image_resize``, ``scale``, ``hflip``, ``mean``, ...) builds the stage from the recipe's keys.
 
-Nothing here imports a plugin: ``create(name, kind="augmentation", **args)`` (``mindplug.create`` by
-default) makes each step, so a third-party transform is used exactly like a built-in one.
+Nothing here names a plugin's component: ``create`` (``mindplug.create`` by default) makes each step.
 """
 from __future__ import annotations
 
-import logging
+import inspect
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ._errors import ConfigError, MindplugError, did_you_mean
 
-LOG = logging.getLogger(__name__)
 CreateFn = Callable[..., Any]
 Step = Tuple[str, Dict[str, Any]]
-
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-#: MindCV's defaults for the recipe keys this module reads
-DEFAULTS: Mapping[str, Any] = {
-    "image_resize": 224, "scale": (0.08, 1.0), "ratio": (0.75, 1.333), "hflip": 0.5, "vflip": 0.0,
-    "color_jitter": None, "interpolation": "bilinear", "crop_pct": 0.875, "auto_augment": None,
-    "re_prob": 0.0, "re_scale": (0.02, 0.33), "re_ratio": (0.3, 3.3), "re_value": 0, "re_max_attempts": 10,
-    "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "mixup": 0.0, "cutmix": 0.0, "cutmix_prob": 1.0,
-    "mixup_switch_prob": 0.5, "in_channels": 3,
-}
-#: first token of an ``auto_augment`` policy string -> the augmentation component that parses it
-POLICY_COMPONENTS: Mapping[str, str] = {
-    "randaug": "rand_augment", "rand": "rand_augment", "autoaug": "auto_augment", "autoaugr": "auto_augment",
-    "trivialaugwide": "trivial_augment_wide", "trivialaug": "trivial_augment_wide", "augmix": "augmix",
-}
-#: network input channels -> the step that makes every image have them (no-op when it already has)
-CHANNEL_STEPS: Mapping[int, str] = {3: "to_rgb", 1: "to_grayscale"}
-_STAGES = ("train", "eval", "batch")
+STAGES = ("train", "eval", "batch")
 _LEGACY_KEYS = {"train": "augmentations", "eval": "eval_augmentations"}
+#: keys of the transforms section that are not arguments of the default pipeline
+_NOT_PIPELINE_KEYS = ("transforms", "augmentations", "eval_augmentations", "aug_splits")
 
 
 def _default_create() -> CreateFn:
@@ -50,22 +29,17 @@ def _default_create() -> CreateFn:
     return create
 
 
-def _get(cfg: Mapping[str, Any], key: str) -> Any:
-    value = cfg.get(key)
-    return DEFAULTS.get(key) if value is None else value
-
-
-def _explicit(cfg: Mapping[str, Any], stage: str) -> Tuple[Optional[Any], str]:
+def explicit_entry(cfg: Mapping[str, Any], stage: str) -> Tuple[Optional[Any], str]:
     """The explicit entry for a stage and its config path, or (None, '')."""
     section = cfg.get("transforms")
     if section is not None and not isinstance(section, Mapping):
-        raise ConfigError(f"config 'transforms' must be a mapping with keys {', '.join(_STAGES)}, "
+        raise ConfigError(f"config 'transforms' must be a mapping with keys {', '.join(STAGES)}, "
                           f"got {type(section).__name__}")
     section = section or {}
-    unknown = [k for k in section if k not in _STAGES]
+    unknown = [k for k in section if k not in STAGES]
     if unknown:
         raise ConfigError(f"config 'transforms' has unknown key {unknown[0]!r}"
-                          f"{did_you_mean(str(unknown[0]), _STAGES)}; use {', '.join(_STAGES)}")
+                          f"{did_you_mean(str(unknown[0]), STAGES)}; use {', '.join(STAGES)}")
     legacy = _LEGACY_KEYS.get(stage)
     if legacy and cfg.get(legacy) is not None:
         if section.get(stage) is not None:
@@ -90,103 +64,51 @@ def _create(create: CreateFn, name: str, args: Mapping[str, Any], path: str) -> 
         raise type(exc)(f"config '{path}' ({name}): {exc}") from exc
 
 
-def _make(steps: Sequence[Step], create: CreateFn, path: str) -> List[Any]:
-    return [_create(create, name, args, f"{path}[{i}]") for i, (name, args) in enumerate(steps)]
+def pipeline_keys(cfg: Mapping[str, Any], factory: Callable[..., Any]) -> Dict[str, Any]:
+    """The recipe keys handed to the default pipeline: those its signature takes (all, for ``**keys``)."""
+    offered = {k: v for k, v in cfg.items() if k not in _NOT_PIPELINE_KEYS and v is not None}
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return offered
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return offered
+    names = {p.name for p in params}
+    return {k: v for k, v in offered.items() if k in names}
 
 
-def _norm_values(cfg: Mapping[str, Any], channels: int) -> Tuple[List[float], List[float]]:
-    """mean/std for ``channels``; a 3-value mean for a 1-channel network becomes its average."""
-    mean, std = [float(v) for v in _get(cfg, "mean")], [float(v) for v in _get(cfg, "std")]
-    if channels == 1 and len(mean) == 3 and len(std) == 3:
-        LOG.info("in_channels is 1: normalising with the average of the 3-channel mean/std")
-        mean, std = [sum(mean) / 3], [sum(std) / 3]
-    return mean, std
+def _default_pipeline(cfg: Mapping[str, Any], stage: str, **extra: Any) -> Any:
+    from ._registry import default_registry
 
-
-def _channel_steps(channels: int) -> List[Step]:
-    name = CHANNEL_STEPS.get(channels)
-    return [(name, {})] if name else []
-
-
-def _jitter_args(value: Any) -> Dict[str, Any]:
-    if isinstance(value, (int, float)):
-        return {"brightness": float(value), "contrast": float(value), "saturation": float(value)}
-    values = [float(v) for v in value]
-    if len(values) not in (3, 4):
-        raise ConfigError(f"config 'color_jitter' must be one number or 3-4 numbers (brightness, contrast, "
-                          f"saturation[, hue]), got {value!r}")
-    return dict(zip(("brightness", "contrast", "saturation", "hue"), values))
-
-
-def policy_component(policy: str) -> str:
-    """The augmentation component for an ``auto_augment`` policy string, by its first token."""
-    head = str(policy).strip().lower().split("-")[0]
-    if head not in POLICY_COMPONENTS:
-        raise ConfigError(f"config 'auto_augment': unknown policy {policy!r}{did_you_mean(head, POLICY_COMPONENTS)}"
-                          f"; use e.g. 'randaug-m9-n2-mstd0.5', 'autoaug', 'trivialaugwide' or 'augmix-m3-w3'")
-    return POLICY_COMPONENTS[head]
-
-
-def recipe_train_steps(cfg: Mapping[str, Any]) -> List[Step]:
-    """MindCV's ImageNet training pipeline as (name, args) steps."""
-    channels = int(_get(cfg, "in_channels"))
-    size, interpolation = _get(cfg, "image_resize"), _get(cfg, "interpolation")
-    mean, std = _norm_values(cfg, channels)
-    steps = _channel_steps(channels)
-    steps.append(("random_resized_crop", {"size": size, "scale": list(_get(cfg, "scale")),
-                                          "ratio": list(_get(cfg, "ratio")), "interpolation": interpolation}))
-    for key in ("hflip", "vflip"):
-        if float(_get(cfg, key)) > 0:
-            steps.append((key, {"prob": float(_get(cfg, key))}))
-    policy, jitter = cfg.get("auto_augment"), cfg.get("color_jitter")
-    if policy:
-        steps.append((policy_component(policy), {"policy": policy, "interpolation": interpolation, "mean": mean}))
-    elif jitter is not None and jitter != 0:
-        steps.append(("color_jitter", _jitter_args(jitter)))
-    steps.append(("normalize", {"mean": mean, "std": std, "channels": channels}))
-    if float(_get(cfg, "re_prob")) > 0:
-        steps.append(("random_erasing", {"prob": float(_get(cfg, "re_prob")), "scale": list(_get(cfg, "re_scale")),
-                                         "ratio": list(_get(cfg, "re_ratio")), "value": _get(cfg, "re_value"),
-                                         "max_attempts": int(_get(cfg, "re_max_attempts"))}))
-    return steps
-
-
-def recipe_eval_steps(cfg: Mapping[str, Any]) -> List[Step]:
-    """MindCV's evaluation pipeline: resize to image_resize/crop_pct, centre crop, normalise."""
-    channels = int(_get(cfg, "in_channels"))
-    mean, std = _norm_values(cfg, channels)
-    return _channel_steps(channels) + [
-        ("resize_center_crop", {"size": _get(cfg, "image_resize"), "crop_pct": float(_get(cfg, "crop_pct")),
-                                "interpolation": _get(cfg, "interpolation")}),
-        ("normalize", {"mean": mean, "std": std, "channels": channels}),
-    ]
+    registry = default_registry()
+    entry = registry.default("augmentation")
+    factory = registry.load_target(entry)
+    path = f"default pipeline '{entry.canonical_id}'"
+    try:
+        return factory(stage=stage, **pipeline_keys(cfg, factory), **extra)
+    except MindplugError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
 
 
 def build_transforms(cfg: Mapping[str, Any], *, is_training: bool, create: Optional[CreateFn] = None) -> List[Any]:
     """The per-sample transforms for ``dataset.map(operations=..., input_columns="image")``."""
-    create = create or _default_create()
     stage = "train" if is_training else "eval"
-    explicit, path = _explicit(cfg, stage)
-    if explicit is not None:
-        if not isinstance(explicit, (list, tuple)):
-            raise ConfigError(f"config '{path}' must be a list of transforms, got {type(explicit).__name__}")
-        return _make([_entry(e, f"{path}[{i}]") for i, e in enumerate(explicit)], create, path)
-    steps = recipe_train_steps(cfg) if is_training else recipe_eval_steps(cfg)
-    return _make(steps, create, f"recipe {stage} pipeline")
+    explicit, path = explicit_entry(cfg, stage)
+    if explicit is None:
+        return list(_default_pipeline(cfg, stage))
+    if not isinstance(explicit, (list, tuple)):
+        raise ConfigError(f"config '{path}' must be a list of transforms, got {type(explicit).__name__}")
+    create = create or _default_create()
+    steps: Sequence[Step] = [_entry(e, f"{path}[{i}]") for i, e in enumerate(explicit)]
+    return [_create(create, name, args, f"{path}[{i}]") for i, (name, args) in enumerate(steps)]
 
 
 def build_batch_transform(cfg: Mapping[str, Any], num_classes: int,
                           create: Optional[CreateFn] = None) -> Optional[Callable[..., Any]]:
-    """The batch transform (Mixup/CutMix) or None: from ``transforms.batch`` or ``mixup``/``cutmix``."""
-    explicit, path = _explicit(cfg, "batch")
-    if explicit is not None:
-        name, args = _entry(explicit, path)
-        args.setdefault("num_classes", num_classes)
-    elif float(_get(cfg, "mixup")) > 0 or float(_get(cfg, "cutmix")) > 0:
-        name, path = "mixup_cutmix", "recipe mixup/cutmix"
-        args = {"num_classes": num_classes, "mixup_alpha": float(_get(cfg, "mixup")),
-                "cutmix_alpha": float(_get(cfg, "cutmix")), "prob": float(_get(cfg, "cutmix_prob")),
-                "switch_prob": float(_get(cfg, "mixup_switch_prob"))}
-    else:
-        return None
+    """The batch transform (e.g. Mixup/CutMix) or None: ``transforms.batch``, else the default pipeline's."""
+    explicit, path = explicit_entry(cfg, "batch")
+    if explicit is None:
+        return _default_pipeline(cfg, "batch", num_classes=num_classes)
+    name, args = _entry(explicit, path)
+    args.setdefault("num_classes", num_classes)
     return _create(create or _default_create(), name, args, path)

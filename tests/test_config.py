@@ -7,7 +7,13 @@ import pytest
 import yaml
 
 from mindplug import ConfigError
-from mindplug.engine.config import SCHEMA, Config, load_config, parse_overrides, save_config
+from mindplug.engine.cli import _recipe_parser, parse
+from mindplug.engine.keys import all_keys
+from mindplug.engine.recipe import Recipe
+from mindplug.engine.recipe import load_recipe as load_config
+from mindplug.engine.recipe import save_recipe as save_config
+
+SCHEMA = all_keys()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED_RECIPE = os.path.join(ROOT, "configs", "googlenet", "googlenet_ascend.yaml")
@@ -59,11 +65,12 @@ def test_mindcv_option_names_have_mindcv_defaults():
 @pytest.mark.parametrize("text, expected", [("False", False), ("false", False), ("0", False), ("no", False),
                                             ("True", True), ("yes", True), ("1", True)])
 def test_boolean_flags_parse_their_word(text, expected):
-    assert load_config(None, [("distribute", text)]).distribute is expected
+    assert load_config(None, [("distribute", text)])["distribute"] is expected
 
 
 def test_a_bare_boolean_flag_is_true_and_a_bad_word_is_an_error():
-    path, pairs, _ = parse_overrides(["--ema", "--distribute", "False", "--lr=0.1", "-c", "x.yaml"])
+    args, pairs = parse(_recipe_parser("train", ""), ["--ema", "--distribute", "False", "--lr=0.1", "-c", "x.yaml"])
+    path = args.config
     assert path == "x.yaml"
     assert pairs == [("ema", True), ("distribute", "False"), ("lr", "0.1")]
     with pytest.raises(ConfigError, match=r"'distribute' = 'maybe'.*boolean"):
@@ -73,8 +80,8 @@ def test_a_bare_boolean_flag_is_true_and_a_bad_word_is_an_error():
 def test_pairs_and_lists_are_numbers_not_characters():
     cfg = load_config(None, [("scale", "0.08,1.0"), ("ratio", "[0.5, 2]"), ("mean", "1,2,3"),
                              ("multi_step_decay_milestones", "10,20")])
-    assert cfg.scale == (0.08, 1.0) and cfg.ratio == (0.5, 2.0)
-    assert cfg.mean == [1.0, 2.0, 3.0] and cfg.multi_step_decay_milestones == [10, 20]
+    assert cfg["scale"] == (0.08, 1.0) and cfg["ratio"] == (0.5, 2.0)
+    assert cfg["mean"] == [1.0, 2.0, 3.0] and cfg["multi_step_decay_milestones"] == [10, 20]
     with pytest.raises(ConfigError, match="pair"):
         load_config(None, [("scale", "0.5")])
 
@@ -93,8 +100,8 @@ def test_types_choices_and_ranges_are_checked():
         load_config(None, [("weight_decay_filter", "norm_and_bais")])
     with pytest.raises(ConfigError, match="probability"):
         load_config(None, [("hflip", "1.5")])
-    assert load_config(None, [("mode", "pynative")]).mode == 1
-    assert load_config(None, [("num_samples", "none")]).num_samples is None
+    assert load_config(None, [("mode", "pynative")])["mode"] == 1
+    assert load_config(None, [("num_samples", "none")])["num_samples"] is None
 
 
 def test_components_by_name_with_arguments_and_dotted_overrides():
@@ -110,14 +117,14 @@ def test_components_by_name_with_arguments_and_dotted_overrides():
 
 def test_plugins_section_is_checked():
     cfg = load_config(None, data={"plugins": {"allow": ["googlenet"], "prefer": {"googlenet": "googlenet"}}})
-    assert cfg.plugins["allow"] == ["googlenet"]
+    assert cfg["plugins"]["allow"] == ["googlenet"]
     with pytest.raises(ConfigError, match="did you mean 'prefer'"):
         load_config(None, data={"plugins": {"prefr": {}}})
 
 
 def test_legacy_mindcv_keys_map_to_current_ones():
     cfg = load_config(None, data={"smooth_factor": 0.2, "filter_bias_and_bn": True, "dynamic_loss_scale": True})
-    assert (cfg.label_smoothing, cfg.weight_decay_filter, cfg.loss_scale_type) == (0.2, "norm_and_bias", "dynamic")
+    assert (cfg["label_smoothing"], cfg["weight_decay_filter"], cfg["loss_scale_type"]) == (0.2, "norm_and_bias", "dynamic")
 
 
 def test_missing_or_bad_recipe_files_name_the_file(tmp_path):
@@ -134,5 +141,5 @@ def test_resolved_config_round_trips(tmp_path):
     path = str(tmp_path / "run" / "config.yaml")
     save_config(cfg, path)
     again = load_config(path)
-    assert isinstance(again, Config)
+    assert isinstance(again, Recipe)
     assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in cfg.items() if k != "config"}

@@ -26,10 +26,10 @@ def checkpoint(tmp_path_factory):
 def _mindspore_logits(cfg_path: str, ckpt: str, batch: np.ndarray) -> np.ndarray:
     import mindspore as ms
 
-    from mindplug.engine.config import load_config
     from mindplug.engine.inference import load_network
+    from mindplug.engine.recipe import load_recipe
 
-    net, classes = load_network(load_config(cfg_path), ckpt)
+    net, classes = load_network(load_recipe(cfg_path), ckpt)
     assert classes == 10
     return net(ms.Tensor(batch)).asnumpy()
 

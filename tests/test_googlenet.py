@@ -21,7 +21,6 @@ from mindplug.plugins.googlenet.model import (AUX_INPUT_RANGE, FEATURE_INFO, Goo
                                               GoogLeNetFeatures, googlenet)
 
 TSV = Path(__file__).parent / "data" / "googlenet-checkpoint-params.tsv"
-MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
 
 
 def _reference_tables() -> Dict[bool, List[Tuple[str, Tuple[int, ...]]]]:
@@ -35,14 +34,6 @@ def _reference_tables() -> Dict[bool, List[Tuple[str, Tuple[int, ...]]]]:
             name, shape = line.split("\t")[:2]
             current.append((name, tuple(ast.literal_eval(shape))))
     return tables
-
-
-@pytest.fixture(params=sorted(MODES))
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=MODES[request.param])
-    yield request.param
-    ms.set_context(mode=previous)
 
 
 def _x(batch: int, size: int, channels: int = 3, seed: int = 0) -> "ms.Tensor":

@@ -45,14 +45,6 @@ def bce_ref(logits, labels, eps, reduction="mean"):
 REFS = {"CE": ce_ref, "BCE": bce_ref}
 
 
-@pytest.fixture(params=[ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
 @pytest.mark.parametrize("labels", [HARD, SOFT], ids=["hard", "soft"])
 @pytest.mark.parametrize("name", ["CE", "BCE"])
 def test_loss_with_smoothing_and_aux_matches_numpy(name, labels, mode):

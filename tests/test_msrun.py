@@ -21,12 +21,14 @@ WORKER = TINY_PLUGIN + '''
 import os
 import mindspore as ms
 from mindplug.engine.cli import main_script
-from mindplug.engine.config import load_config, parse_overrides
+from mindplug.engine.cli import _recipe_parser, parse
+from mindplug.engine.jobs import training_job
+from mindplug.engine.recipe import load_recipe
 from mindplug.engine.trainer import Trainer
 
 if __name__ == "__main__":
-    path, pairs, _ = parse_overrides(sys.argv[1:])
-    trainer = Trainer(load_config(path, pairs))
+    args, pairs = parse(_recipe_parser("train", ""), sys.argv[1:])
+    trainer = Trainer(training_job(load_recipe(args.config, pairs)))
     if os.environ.get("DIE_AFTER_EPOCH"):  # a kill at an epoch boundary, once that epoch's state is saved
         epoch_once = trainer._epoch
 

@@ -22,14 +22,6 @@ WD = 0.01
 B1, B2 = 0.9, 0.999
 
 
-@pytest.fixture(params=[ms.GRAPH_MODE, ms.PYNATIVE_MODE], ids=["graph", "pynative"])
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=request.param)
-    yield request.param
-    ms.set_context(mode=previous)
-
-
 @pytest.fixture
 def graph_mode():
     previous = ms.get_context("mode")

@@ -10,8 +10,10 @@ import pytest
 import mindplug
 from mindplug import ConfigError, DataError, UnknownComponentError
 from mindplug._data import ShardSampler, make_mindspore_dataset
-from mindplug._transforms import (build_batch_transform, build_transforms, recipe_eval_steps,
-                                  recipe_train_steps)
+from mindplug._transforms import build_batch_transform, build_transforms
+from mindplug.plugins.augmentations._pipeline import build_batch_transform as recipe_batch_transform
+from mindplug.plugins.augmentations._pipeline import build_transforms as recipe_transforms
+from mindplug.plugins.augmentations._pipeline import recipe_eval_steps, recipe_train_steps
 
 
 class Recorder:
@@ -66,7 +68,7 @@ def test_recipe_eval_uses_crop_pct_and_one_channel_normalisation():
 
 def test_builder_goes_through_the_create_function_only():
     rec = Recorder()
-    out = build_transforms({"image_resize": 16, "hflip": 0.5}, is_training=True, create=rec)
+    out = recipe_transforms({"image_resize": 16, "hflip": 0.5}, is_training=True, create=rec)
     assert out == names(rec.calls) == ["to_rgb", "random_resized_crop", "hflip", "normalize"]
 
 
@@ -121,9 +123,10 @@ def test_explicit_list_errors_name_the_config_path():
 
 
 def test_batch_transform_from_recipe_keys():
-    assert build_batch_transform({"mixup": 0.0, "cutmix": 0.0}, 10) is None
+    assert recipe_batch_transform({"mixup": 0.0, "cutmix": 0.0}, 10) is None
+    assert build_batch_transform({"mixup": 0.0, "cutmix": 0.0}, 10) is None  # through the default pipeline
     rec = Recorder()
-    build_batch_transform({"mixup": 0.8, "cutmix": 1.0, "cutmix_prob": 0.7}, 5, create=rec)
+    recipe_batch_transform({"mixup": 0.8, "cutmix": 1.0, "cutmix_prob": 0.7}, 5, create=rec)
     assert rec.calls == [("mixup_cutmix", {"num_classes": 5, "mixup_alpha": 0.8, "cutmix_alpha": 1.0,
                                            "prob": 0.7, "switch_prob": 0.5})]
 

@@ -262,3 +262,19 @@ def test_listing_does_not_import_mindspore():
             "for n in mindplug.list(kind=k)]; print('mindspore' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_fallback_component_keeps_a_shared_bare_name_with_the_other_provider():
+    zoo = [ComponentSpec("net_a", "model", factory_b, "zoo copy of net_a", fallback=True),
+           ComponentSpec("zoo_only", "model", factory_b, "only in the zoo", fallback=True)]
+    reg = _registry(_source("alpha", _module("alpha", mindplug_models=MODELS)),
+                    _source("zoo", _module("zoo", mindplug_models=zoo)))
+    assert reg.resolve("net_a").canonical_id == "alpha:net_a"
+    assert reg.resolve("zoo:net_a").canonical_id == "zoo:net_a"
+    assert reg.resolve("zoo_only").canonical_id == "zoo:zoo_only"  # alone, a fallback answers its bare name
+    assert reg.list() == ["net_a", "net_b", "zoo:net_a", "zoo_only"]
+    both = [ComponentSpec("net_a", "model", factory_b, "a second fallback", fallback=True)]
+    reg = _registry(_source("zoo", _module("zoo", mindplug_models=zoo)),
+                    _source("zoo2", _module("zoo2", mindplug_models=both)))
+    with pytest.raises(AmbiguousComponentError):
+        reg.resolve("net_a")  # two fallbacks and nobody else: still ambiguous

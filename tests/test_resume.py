@@ -147,7 +147,7 @@ def test_atomic_files_and_unfinished_writes_are_ignored(uninterrupted, tmp_path)
     with pytest.raises(CheckpointError, match="weights only"):
         st.read_state(weights_only)
     # a weights file given to --resume continues from the state saved with it
-    assert st.resolve_resume(weights_only, "", False, folder) == newest
+    assert st.resolve_resume(weights_only, "", False, folder).path == newest
 
 
 def test_resume_with_another_batch_size_is_refused(uninterrupted):

@@ -12,8 +12,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from . import components
-from .config import Config
+from .._console import render_table
 
 
 def _timed(fn: Any, *args: Any) -> float:
@@ -35,47 +34,35 @@ def _throughput(images_per_step: int, result: Dict[str, float]) -> float:
     return 1000.0 * images_per_step / result["ms_per_step"]
 
 
-def bench(cfg: Config, *, steps: int = 5, which: str = "both", workers: int = 1) -> List[Dict[str, Any]]:
-    """One row per measured phase ('train', 'infer'); ``workers`` > 1 inside an msrun group."""
-    import mindspore as ms
-
+def measure(job: Any, *, steps: int = 5, which: str = "both") -> List[Dict[str, Any]]:
+    """One row per measured phase ('train', 'infer'); inside an msrun group the training step averages
+    gradients over the workers, and img/s counts every worker's batch."""
     from .steps import StepState, TrainStep, WithLoss, grad_reducer
 
-    num_classes = int(cfg.num_classes or 1000)
-    rng = np.random.default_rng(cfg.seed)
-    size, batch = cfg.image_resize, cfg.batch_size
-    images = ms.Tensor(rng.standard_normal((batch, cfg.in_channels, size, size)).astype(np.float32))
-    labels = ms.Tensor(rng.integers(0, num_classes, batch).astype(np.int32))
-    net = components.build_model(cfg, num_classes, None, pretrained=False)
+    rt, net = job.runtime, job.net
+    batch, size = job.images.shape[0], job.images.shape[-1]
     params = sum(int(np.prod(p.shape)) for p in net.trainable_params())
     rows = []
-    common = {"model": cfg.component("model")[0], "params_M": round(params / 1e6, 2), "batch_size": batch,
-              "resolution": f"{size}x{size}", "mode": "GRAPH" if cfg.mode == 0 else "PYNATIVE", "workers": workers}
+    common = {"model": job.model.name, "params_M": round(params / 1e6, 2), "batch_size": batch,
+              "resolution": f"{size}x{size}", "mode": rt.mode_name, "workers": rt.world, "kernels": rt.kernels}
     if which in ("both", "train"):
-        loss_fn = components.build_loss(cfg)
-        optimizer = components.build_optimizer(cfg, net.trainable_params(),
-                                               np.full(steps + 1, cfg.lr, dtype=np.float32))
-        state = StepState(net.trainable_params(), cfg.loss_scale, 1)
-        reducer = grad_reducer(optimizer.parameters, workers, ms.get_context("device_target"))
-        step = TrainStep(WithLoss(net, loss_fn), optimizer, state, apply=True, reducer=reducer)
+        state = StepState(net.trainable_params(), job.loss_scale, 1)
+        reducer = grad_reducer(job.optimizer.parameters, rt.world, rt.device)
+        step = TrainStep(WithLoss(net, job.loss_fn), job.optimizer, state, apply=True, reducer=reducer)
         net.set_train(True)
-        result = _measure(step, (images, labels), steps)
-        rows.append({"phase": "train", **common, **result, "img_per_s": _throughput(batch * workers, result)})
+        result = _measure(step, (job.images, job.labels), steps)
+        rows.append({"phase": "train", **common, **result, "img_per_s": _throughput(batch * rt.world, result)})
     if which in ("both", "infer"):
         net.set_train(False)
-        result = _measure(net, (images,), steps)
-        rows.append({"phase": "infer", **common, **result, "img_per_s": _throughput(batch * workers, result)})
+        result = _measure(net, (job.images,), steps)
+        rows.append({"phase": "infer", **common, **result, "img_per_s": _throughput(batch * rt.world, result)})
     return rows
 
 
 def render(rows: List[Dict[str, Any]]) -> str:
-    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "graph compile",
-              "ms/step", "img/s"]
-    table = [[r["phase"], r["model"], f"{r['params_M']:.2f}", str(r["workers"]), str(r["batch_size"]),
-              r["resolution"], r["mode"],
-              f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}", f"{r['img_per_s']:.2f}"] for r in rows]
-    widths = [max(len(row[i]) for row in table + [header]) for i in range(len(header))]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in table]
-    return "\n".join(lines)
+    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "kernels",
+              "graph compile", "ms/step", "img/s"]
+    table = [[r["phase"], r["model"], f"{r['params_M']:.2f}", r["workers"], r["batch_size"], r["resolution"],
+              r["mode"], r["kernels"], f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}",
+              f"{r['img_per_s']:.2f}"] for r in rows]
+    return render_table(table, header, markdown=True)

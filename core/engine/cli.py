@@ -1,53 +1,142 @@
 """``mindplug train|validate|predict|export|bench`` and the seed's ``train.py``/``validate.py``.
 
-``run(command, argv)`` returns the exit code: 0 done, 2 a user error (bad config, data or checkpoint,
-reported in one message before any long work), 128+N stopped by signal N after saving.
+Every command takes the recipe: ``-c CONFIG`` and any key as ``--key value`` (the options are generated
+from the key table, so ``--help`` lists them all), plus its own options. ``run(command, argv)`` returns
+the exit code: 0 done, 2 a user error (bad config, data or checkpoint, reported in one ``error:`` line
+before any long work), 128+N stopped by signal N after saving.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
-from .._errors import MindplugError
-from .config import help_text, load_config, parse_overrides
+from .._console import Parser, guarded
+from .._errors import ConfigError, MindplugError
+from .keys import COMPONENT_KEYS, SECTIONS, Resume, all_keys
+from .recipe import Recipe, choices_of, load_recipe, type_name, unknown_key
 
-USAGE = {
-    "train": "mindplug train -c CONFIG [--data_dir DIR] [--key value ...]   (also: python train.py ...)",
-    "validate": "mindplug validate -c CONFIG --data_dir DIR --ckpt_path CKPT [--key value ...]",
-    "bench": "mindplug bench -c CONFIG [--steps N] [--phase train|infer|both] [--json] [--key value ...]",
-}
-
-
-def _wants_help(argv: Sequence[str]) -> bool:
-    return any(a in ("-h", "--help") for a in argv)
+_BARE_TRUE = (bool, Resume)  # types whose option may be given without a value
+USAGE_TAIL = {"predict": " --ckpt_path CKPT IMAGE [IMAGE ...]", "export": " --ckpt_path CKPT [--format F]",
+              "validate": " --ckpt_path CKPT", "bench": " [--steps N] [--phase P]"}
+Overrides = List[Tuple[str, Any]]
 
 
-def _recipe_help(command: str) -> int:
-    print(f"usage: {USAGE[command]}\n\nEvery recipe key can be given as --key value (booleans also as a bare "
-          f"--flag; lists as 0.08,1.0; component arguments as --model.aux_logits True):{help_text()}")
-    return 0
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
+
+def _recipe_parser(command: str, description: str) -> Parser:
+    parser = Parser(prog=f"mindplug {command}", description=description,
+                    usage=f"mindplug {command} [-c CONFIG] [--key value ...]{USAGE_TAIL.get(command, '')}",
+                    epilog="Booleans also as a bare --flag; lists as 0.08,1.0; component arguments as "
+                           "--model.aux_logits True.")
+    parser.add_argument("-c", "--config", default=None, help="the YAML recipe")
+    keys = all_keys()
+    for section in SECTIONS:
+        group = parser.add_argument_group(f"recipe keys: {section}")
+        for key in (k for k in keys.values() if k.section == section):
+            bare = key.type in _BARE_TRUE
+            choices = choices_of(key)
+            metavar = "{" + ",".join(map(str, choices)) + "}" if choices else type_name(key.type).upper()
+            group.add_argument(f"--{key.name}", dest=key.name, default=argparse.SUPPRESS,
+                               nargs="?" if bare else None, const=True if bare else None, metavar=metavar,
+                               help=f"{key.help} (default: {_default_text(key.name, key.default)})")
+    return parser
+
+
+def _default_text(name: str, default: Any) -> str:
+    """A component key's default is whatever an installed plugin declares; help shows which it is now."""
+    if name not in COMPONENT_KEYS or default is not None:
+        return repr(default)
+    from .._registry import default_registry
+
+    try:
+        return f"{default_registry().default(COMPONENT_KEYS[name]).spec.name!r}, the installed default"
+    except MindplugError:
+        return "none installed: set it"
+
+
+def _prescan(argv: Sequence[str], parser: Parser) -> Tuple[List[str], Overrides]:
+    """Normalise ``--a-b`` to ``--a_b``, take out ``--component.argument value`` pairs, and reject an
+    unknown ``--key`` with close matches (argparse would only say 'unrecognized')."""
+    options = {s for action in parser._actions for s in action.option_strings}
+    rest: List[str] = []
+    dotted: Overrides = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        token = args[i]
+        i += 1
+        if not token.startswith("--") or len(token) == 2:
+            rest.append(token)
+            continue
+        name, eq, value = token[2:].partition("=")
+        norm = name.replace("-", "_")
+        base, dot, arg = norm.partition(".")
+        if dot:
+            if base not in all_keys():
+                raise unknown_key(base, "command line")
+            if base not in COMPONENT_KEYS:
+                raise ConfigError(f"command line: '{norm}': only component keys ({', '.join(COMPONENT_KEYS)}) "
+                                  f"take .argument overrides")
+            if not eq:
+                if i >= len(args) or args[i].startswith("--"):
+                    raise ConfigError(f"command line: option --{norm} needs a value")
+                value, i = args[i], i + 1
+            dotted.append((norm, value))
+            continue
+        if f"--{norm}" not in options:
+            if f"--{name}" in options:
+                norm = name
+            else:
+                raise unknown_key(norm, "command line")
+        rest.append(f"--{norm}" + (f"={value}" if eq else ""))
+    return rest, dotted
+
+
+def parse(parser: Parser, argv: Sequence[str]) -> Tuple[argparse.Namespace, Overrides]:
+    """(command options, the recipe overrides given on the command line, in order)."""
+    rest, dotted = _prescan(argv, parser)
+    args = parser.parse_args(rest)
+    keys = all_keys()
+    first: Dict[str, int] = {}
+    for index, token in enumerate(rest):
+        first.setdefault(token[2:].partition("=")[0], index)
+    overrides: Overrides = sorted(((k, v) for k, v in vars(args).items() if k in keys),
+                                  key=lambda kv: first.get(kv[0], len(rest))) + dotted
+    for key in keys:
+        if hasattr(args, key):
+            delattr(args, key)
+    return args, overrides
+
+
+# ---------------------------------------------------------------- commands
 
 def cmd_train(argv: List[str]) -> int:
-    if _wants_help(argv):
-        return _recipe_help("train")
     from .trainer import train
 
-    path, pairs, _ = parse_overrides(argv)
-    return train(load_config(path, pairs))
+    parser = _recipe_parser("train", "train a model from a recipe (also: python train.py ...)")
+    args, overrides = parse(parser, argv)
+    return train(load_recipe(args.config, overrides))
 
 
 def cmd_validate(argv: List[str]) -> int:
-    if _wants_help(argv):
-        return _recipe_help("validate")
     from .evaluate import validate
+    from .jobs import evaluation_job
 
-    path, pairs, extra = parse_overrides(argv, extra_flags=("json",))
-    cfg = load_config(path, pairs)
-    result = validate(cfg)
-    if extra.get("json"):
+    parser = _recipe_parser("validate", "top-1, top-5 and loss of a checkpoint on the validation split")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a line")
+    args, overrides = parse(parser, argv)
+    result = validate(evaluation_job(load_recipe(args.config, overrides)))
+    if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"top-1 {result['top1']:.2f}%  top-5 {result['top5']:.2f}%  loss {result['loss']:.4f}  "
@@ -56,91 +145,68 @@ def cmd_validate(argv: List[str]) -> int:
 
 
 def cmd_bench(argv: List[str]) -> int:
-    if _wants_help(argv):
-        return _recipe_help("bench")
-    from .bench import bench, render
-    from .components import apply_plugin_selection
-    from .runtime import init_runtime, launched_by_msrun
+    from .bench import measure, render
+    from .jobs import bench_job
 
-    path, pairs, extra = parse_overrides(argv, extra_flags=("steps", "phase", "json"))
-    cfg = load_config(path, pairs)
-    apply_plugin_selection(cfg)
-    rt = init_runtime(cfg, need_distribution=launched_by_msrun())
-    steps = int(extra.get("steps", 5))
-    phase = str(extra.get("phase", "both"))
-    if phase not in ("train", "infer", "both"):
-        raise MindplugError(f"--phase {phase!r}: use train, infer or both")
-    rows = bench(cfg, steps=steps, which=phase, workers=rt.world)
-    if rt.is_main:  # one table for the group, as training logs once
-        print(json.dumps(rows, indent=2) if extra.get("json") else render(rows))
+    parser = _recipe_parser("bench", "the seed's performance columns for this machine, on synthetic data")
+    parser.add_argument("--steps", type=_positive_int, default=5, help="timed steps per phase")
+    parser.add_argument("--phase", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args, overrides = parse(parser, argv)
+    job = bench_job(load_recipe(args.config, overrides), steps=args.steps, train=args.phase != "infer")
+    rows = measure(job, steps=args.steps, which=args.phase)
+    if job.runtime.is_main:  # one table for an msrun group, as training logs once
+        print(json.dumps(rows, indent=2) if args.json else render(rows))
     return 0
 
 
-def _model_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint from training or the seed's weights")
-    parser.add_argument("-c", "--config", default=None,
-                        help="recipe (default: the config.yaml saved beside the checkpoint)")
-    parser.add_argument("--model", default=None, help="model registry name (overrides the recipe)")
-    parser.add_argument("--num_classes", type=int, default=None, help="default: from the run or the checkpoint")
-    parser.add_argument("--image_resize", type=int, default=None, help="input size (default: the recipe's)")
-    parser.add_argument("--in_channels", type=int, default=None)
-    parser.add_argument("--mode", default=None, help="0/graph or 1/pynative")
-    return parser
+def _trained_recipe(args: argparse.Namespace, overrides: Overrides) -> Recipe:
+    from .inference import recipe_for
 
-
-def _overrides(args: argparse.Namespace) -> List[tuple]:
-    return [(k, getattr(args, k)) for k in ("model", "num_classes", "image_resize", "in_channels", "mode")
-            if getattr(args, k) is not None]
+    ckpt = dict(overrides).get("ckpt_path")
+    if not ckpt:
+        raise ConfigError("no checkpoint given: pass --ckpt_path PATH (a .ckpt from training, or the seed's "
+                          "weights file)")
+    return recipe_for(str(ckpt), args.config, overrides)
 
 
 def cmd_predict(argv: List[str]) -> int:
-    parser = _model_parser("mindplug predict", "top-k classes of image files")
+    from .inference import check_checkpoint
+    from .jobs import inference_job
+    from .predict import predict_files, read_image
+
+    parser = _recipe_parser("predict", "top-k classes of image files (the recipe defaults to the config.yaml "
+                                       "saved beside the checkpoint)")
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--topk", type=_positive_int, default=5)
     parser.add_argument("--class_names", default=None, help="a text file with one class name per line")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
-    from .components import apply_plugin_selection
-    from .inference import check_checkpoint, class_names, load_network, recipe_for
-    from .predict import predict, read_image, render
-    from .runtime import init_runtime
-
-    check_checkpoint(args.ckpt_path)
-    for path in args.images:
-        read_image(path)  # a bad image fails before the model is built
-    cfg = recipe_for(args.ckpt_path, args.config, _overrides(args))
-    apply_plugin_selection(cfg)
-    init_runtime(cfg, need_distribution=False)
-    net, classes = load_network(cfg, args.ckpt_path, args.num_classes)
-    names = class_names(args.ckpt_path, classes, args.class_names)
-    print(render(predict(net, cfg, args.images, names, args.topk), args.json))
+    args, overrides = parse(parser, argv)
+    check_checkpoint(str(dict(overrides).get("ckpt_path") or ""))
+    for image in args.images:
+        read_image(image)  # a bad image fails before the model is built
+    job = inference_job(_trained_recipe(args, overrides), names_file=args.class_names)
+    print(predict_files(job, args.images, topk=args.topk, as_json=args.json))
     return 0
 
 
 def cmd_export(argv: List[str]) -> int:
-    parser = _model_parser("mindplug export", "write a deployable MindIR or ONNX file")
-    parser.add_argument("--format", default="MINDIR", help="MINDIR or ONNX")
-    parser.add_argument("--output", default=None, help="output file (default: beside the checkpoint)")
-    parser.add_argument("--batch_size", type=int, default=1, help="batch dimension of the exported input")
-    args = parser.parse_args(argv)
-    from .components import apply_plugin_selection
-    from .export import FORMATS, default_output, export_network, portable_blocks
-    from .inference import check_checkpoint, load_network, recipe_for
-    from .runtime import init_runtime
+    from .export import FORMATS, export_job
+    from .inference import check_checkpoint
+    from .jobs import inference_job
 
-    if args.format.upper() not in FORMATS:
-        raise MindplugError(f"--format {args.format!r} is not supported; use one of {', '.join(FORMATS)}")
-    check_checkpoint(args.ckpt_path)
-    cfg = recipe_for(args.ckpt_path, args.config, _overrides(args))
-    apply_plugin_selection(cfg)
-    init_runtime(cfg, need_distribution=False)
-    with portable_blocks():
-        net, _ = load_network(cfg, args.ckpt_path, args.num_classes)
-    path = export_network(net, fmt=args.format, output=default_output(args.ckpt_path, args.format, args.output),
-                          batch_size=args.batch_size, in_channels=cfg.in_channels, size=cfg.image_resize)
-    print(f"exported {args.format.upper()} for input {args.batch_size}x{cfg.in_channels}x{cfg.image_resize}x"
-          f"{cfg.image_resize}: {path}")
+    parser = _recipe_parser("export", "write a deployable MindIR or ONNX file; --batch_size is the exported "
+                                      "input's batch dimension (default 1)")
+    parser.add_argument("--format", default="MINDIR", type=str.upper, help=f"one of {', '.join(FORMATS)}")
+    parser.add_argument("--output", default=None, help="output file (default: beside the checkpoint)")
+    args, overrides = parse(parser, argv)
+    if args.format not in FORMATS:
+        raise ConfigError(f"--format {args.format!r} is not supported; use one of {', '.join(FORMATS)}")
+    check_checkpoint(str(dict(overrides).get("ckpt_path") or ""))
+    recipe = _trained_recipe(args, overrides)
+    batch = recipe["batch_size"] if "batch_size" in dict(overrides) else 1
+    job = inference_job(recipe, portable=True)
+    print(export_job(job, fmt=args.format, output=args.output, batch_size=batch))
     return 0
 
 
@@ -156,17 +222,13 @@ def run(command: str, argv: List[str]) -> int:
         print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     try:
-        return handler(list(argv))
+        return guarded(handler, list(argv))
     except MindplugError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into `head`: not an error of the command
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def main_script(command: str) -> None:
     """Entry of the root ``train.py`` / ``validate.py`` scripts."""
     sys.exit(run(command, sys.argv[1:]))
+

@@ -1,15 +1,12 @@
-"""Data for a run: sources by registry name, sharded MindSpore pipelines whose order and augmentation
-are a function of (seed, epoch), and the checks that fail fast on a bad data dir or an empty split."""
+"""Batches for a run: sharded MindSpore pipelines whose order and augmentation are a function of
+(seed, epoch), built from the recipe's transforms and the runtime's worker count."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from .._errors import DataError
-from .components import build_source
-from .config import Config
 
 
 class Subset:
@@ -30,31 +27,16 @@ class Subset:
         return self.source[index]
 
 
-def open_split(cfg: Config, split: str, *, role: str) -> Any:
-    """One split's source; a missing data dir or an empty split is a DataError naming it."""
-    if cfg.data_dir and not os.path.exists(str(cfg.data_dir)):
-        raise DataError(f"data_dir {cfg.data_dir!r} does not exist; pass --data_dir with the dataset root "
-                        f"(ImageNet layout: <data_dir>/{cfg.train_split}/<class>/*.JPEG and "
-                        f"<data_dir>/{cfg.val_split}/<class>/*)")
-    source = build_source(cfg, split)
-    if cfg.num_samples:
-        source = Subset(source, cfg.num_samples)
-    if len(source) == 0:
-        raise DataError(f"the {role} split '{split}' of dataset '{cfg.component('dataset')[0]}' "
-                        f"(data_dir {cfg.data_dir!r}) holds no images")
-    return source
-
-
 def shard_size(total: int, world: int) -> int:
     """Images every rank sees per epoch: the same on every rank, so no rank waits for another."""
     return total // world if world > 1 else total
 
 
-def steps_per_epoch(cfg: Config, total: int, world: int) -> int:
+def steps_per_epoch(total: int, batch_size: int, drop_remainder: bool, world: int) -> int:
     per_rank = shard_size(total, world)
-    steps = per_rank // cfg.batch_size if cfg.drop_remainder else math.ceil(per_rank / cfg.batch_size)
+    steps = per_rank // batch_size if drop_remainder else math.ceil(per_rank / batch_size)
     if steps < 1:
-        raise DataError(f"the training split has {total} images: fewer than one batch of {cfg.batch_size} "
+        raise DataError(f"the training split has {total} images: fewer than one batch of {batch_size} "
                         f"per worker ({world} workers); lower --batch_size or add data")
     return steps
 
@@ -70,37 +52,43 @@ class Pipeline:
         return self.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
 
 
-def _transforms(cfg: Config, training: bool) -> List[Any]:
-    from mindplug._transforms import build_transforms
+@dataclass(frozen=True)
+class Batches:
+    """How a run turns a source into batches: the transform keys, batch size, shuffling and workers."""
 
-    return list(build_transforms(cfg, is_training=training))
+    transforms: Mapping[str, Any]
+    batch_size: int
+    drop_remainder: bool = True
+    shuffle: bool = True
+    eval_shuffle: bool = False
+    workers: int = 1
+    num_classes: Optional[int] = None
 
+    def pipeline(self, source: Any, *, training: bool, seed: int, rank: int = 0, world: int = 1,
+                 steps: Optional[int] = None) -> Pipeline:
+        """Decode, shard, shuffle (training), augment and batch; sample order and augmentation draws are
+        a function of ``seed`` (with one data worker; several workers keep the order but not every draw)."""
+        from mindplug._data import make_mindspore_dataset
+        from mindplug._transforms import build_batch_transform, build_transforms
 
-def batch_transform(cfg: Config, num_classes: int) -> Optional[Callable[..., Any]]:
-    """Mixup/cutmix on whole batches (None when the recipe has neither)."""
-    from mindplug._transforms import build_batch_transform
-
-    return build_batch_transform(cfg, num_classes)
-
-
-def make_pipeline(cfg: Config, source: Any, *, training: bool, seed: int, rank: int, world: int,
-                  steps: Optional[int] = None, num_classes: Optional[int] = None) -> Pipeline:
-    """Decode, shard, shuffle (training), augment and batch; sample order and augmentation draws are a
-    function of ``seed`` (with one data worker; several workers keep the order but not every draw)."""
-    from mindplug._data import make_mindspore_dataset
-
-    shuffle = bool(cfg.shuffle if training else cfg.eval_shuffle)
-    mix = batch_transform(cfg, num_classes) if training and num_classes else None
-    dataset = make_mindspore_dataset(source, shuffle=shuffle, seed=seed, num_shards=world, shard_id=rank,
-                                     num_parallel_workers=cfg.num_parallel_workers,
-                                     transforms=_transforms(cfg, training), batch_size=cfg.batch_size,
-                                     drop_remainder=bool(cfg.drop_remainder) if training else False,
-                                     batch_transform=mix, equal_shards=training and world > 1)
-    if steps is not None:
-        dataset = dataset.take(steps)
-    return Pipeline(dataset, steps if steps is not None else dataset.get_dataset_size())
+        mix = build_batch_transform(self.transforms, self.num_classes) if training and self.num_classes else None
+        dataset = make_mindspore_dataset(
+            source, shuffle=self.shuffle if training else self.eval_shuffle, seed=seed, num_shards=world,
+            shard_id=rank, num_parallel_workers=self.workers,
+            transforms=build_transforms(self.transforms, is_training=training), batch_size=self.batch_size,
+            drop_remainder=self.drop_remainder if training else False, batch_transform=mix,
+            equal_shards=training and world > 1)
+        if steps is not None:
+            dataset = dataset.take(steps)
+        return Pipeline(dataset, steps if steps is not None else dataset.get_dataset_size())
 
 
 def class_names_of(source: Any, num_classes: int) -> List[str]:
     names = list(getattr(source, "class_names", []) or [])
     return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+
+
+def batches_for(data: Any, transforms: Dict[str, Any], workers: int, num_classes: Optional[int] = None) -> Batches:
+    """The ``Batches`` of a recipe's data section and transform keys on ``workers`` workers."""
+    return Batches(transforms, data.batch_size, data.drop_remainder, data.shuffle, data.eval_shuffle, workers,
+                   num_classes)

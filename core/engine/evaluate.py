@@ -38,30 +38,11 @@ def evaluate(net: Any, pipeline: Pipeline, num_classes: int, *, distributed: boo
             "count": int(totals[3]), "seconds": time.perf_counter() - start}
 
 
-def validate(cfg: Any) -> Dict[str, float]:
-    """``validate.py``: the checkpoint's top-1/top-5/loss on ``val_split``; errors come before any work."""
-    from .components import apply_plugin_selection, build_model
-    from .data import make_pipeline, open_split
-    from .inference import check_checkpoint, load_network
-    from .runtime import LOG, init_runtime
+def validate(job: Any) -> Dict[str, float]:
+    """``validate.py``: top-1/top-5/loss of an evaluation job's network on its split."""
+    from .runtime import LOG
 
-    apply_plugin_selection(cfg)
-    if not cfg.pretrained:
-        check_checkpoint(cfg.ckpt_path)
-    source = open_split(cfg, cfg.val_split, role="validation")
-    rt = init_runtime(cfg)
-    if cfg.pretrained and not cfg.ckpt_path:
-        classes = int(cfg.num_classes or getattr(source, "num_classes", 1000))
-        net = build_model(cfg, classes, None, pretrained=True)
-        net.set_train(False)
-    else:
-        net, classes = load_network(cfg, cfg.ckpt_path, cfg.num_classes)
-    data_classes = getattr(source, "num_classes", classes)
-    if data_classes > classes:
-        from .._errors import ConfigError
-
-        raise ConfigError(f"the validation data has {data_classes} classes, the network {classes}")
-    pipeline = make_pipeline(cfg, source, training=False, seed=cfg.seed, rank=rt.rank, world=rt.world)
-    LOG.info(f"validating {cfg.ckpt_path or 'pretrained weights'} on {len(source)} images of split "
-             f"'{cfg.val_split}'")
-    return evaluate(net, pipeline, classes, distributed=rt.distributed)
+    rt = job.runtime
+    pipeline = job.batches.pipeline(job.source, training=False, seed=rt.seed, rank=rt.rank, world=rt.world)
+    LOG.info(f"validating {job.label} on {len(job.source)} images of split '{job.split}'")
+    return evaluate(job.net, pipeline, job.num_classes, distributed=rt.distributed)

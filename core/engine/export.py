@@ -43,21 +43,17 @@ def export_network(net: Any, *, fmt: str, output: str, batch_size: int, in_chann
     return path
 
 
-def portable_blocks() -> Any:
-    """A context in which networks are built from standard MindSpore ops only: custom C++ kernels are
-    fast on this machine but neither ONNX nor another MindSpore installation could run them."""
-    import contextlib
-
-    try:
-        from mindplug.ops._dispatch import native
-    except ImportError:  # an ops package without kernels: every block is already portable
-        return contextlib.nullcontext()
-    return native()
-
-
 def default_output(ckpt_path: str, fmt: str, output: Optional[str]) -> str:
     """``--output`` or the checkpoint's path with the format's extension."""
     if output:
         return output
     ext = FORMATS.get(fmt.upper(), ("", "." + fmt.lower()))[1]
     return os.path.splitext(os.path.abspath(ckpt_path))[0] + ext
+
+
+def export_job(job: Any, *, fmt: str, output: Optional[str], batch_size: int) -> str:
+    """``mindplug export``: the job's (portable) network written; the message to print."""
+    size, channels = job.input_size, job.in_channels
+    path = export_network(job.net, fmt=fmt, output=default_output(job.checkpoint, fmt, output),
+                          batch_size=batch_size, in_channels=channels, size=size)
+    return f"exported {fmt.upper()} for input {batch_size}x{channels}x{size}x{size}: {path}"

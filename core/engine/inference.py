@@ -1,18 +1,18 @@
-"""A trained network back from its checkpoint, for validate, predict, export and bench.
+"""A trained network back from its checkpoint, for validate, predict and export.
 
 The recipe is the ``-c`` file when given, else the ``config.yaml`` the training run saved beside its
-checkpoints; the class names come from ``class_names.txt`` there, or ImageNet-1k's for 1000 classes.
+checkpoints; the class names come from ``class_names.txt`` there, or ImageNet-1k's for 1000 classes. The
+engine loads the weights into whatever Cell the model's factory returns, by name and strictly.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .._checkpoint import check_checkpoint_file
+from .._checkpoint import check_checkpoint_file, is_training_state
 from .._errors import CheckpointError
-from . import state as st
-from .components import build_model
-from .config import Config, load_config
+from . import build, state as st
+from .recipe import Recipe, load_recipe
 
 IMAGENET_NAMES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
 
@@ -23,17 +23,17 @@ def run_dir(ckpt_path: str) -> str:
     return os.path.dirname(folder) if os.path.basename(folder) == st.STATE_DIR else folder
 
 
-def recipe_for(ckpt_path: str, config_path: Optional[str], overrides: Sequence[Tuple[str, Any]]) -> Config:
+def recipe_for(ckpt_path: str, config_path: Optional[str], overrides: Sequence[Tuple[str, Any]]) -> Recipe:
     """The recipe a checkpoint was trained with (or ``-c``), with command-line overrides on top."""
     if not config_path and ckpt_path:
         saved = os.path.join(run_dir(ckpt_path), "config.yaml")
         if os.path.isfile(saved):
             config_path = saved
-    cfg = load_config(config_path or None, overrides)
+    recipe = load_recipe(config_path or None, overrides)
     if config_path and os.path.basename(config_path) == "config.yaml":
-        # a saved run config: its own resume/ckpt settings must not leak into inference
-        cfg.resume, cfg.resume_opt = "", False
-    return cfg
+        # a saved run config: its own resume settings must not leak into inference
+        recipe = recipe.replace(resume="", resume_opt=False)
+    return recipe
 
 
 def check_checkpoint(path: str) -> None:
@@ -44,34 +44,25 @@ def check_checkpoint(path: str) -> None:
     check_checkpoint_file(path)
 
 
-def weights_of(path: str, *, ema: Optional[bool] = None) -> Tuple[dict, Optional[st.LoopState]]:
-    """The network weights in a checkpoint: from a train-state file its EMA weights (when it has them and
-    ``ema`` is not False) or its raw weights; from a weights file every entry."""
+def weights_of(path: str, *, ema: Optional[bool] = None) -> Tuple[Dict[str, Any], Optional[st.LoopState]]:
+    """The network weights in a checkpoint, read once: from a train-state file its EMA weights (when it has
+    them and ``ema`` is not False) or its raw weights; from a weights file every entry."""
     from mindplug._checkpoint import read_checkpoint, select_ema
 
-    state = read_checkpoint(path)
-    if st.META_KEY not in _names(path):
+    text: Dict[str, str] = {}
+    state = read_checkpoint(path, text)
+    if st.META_KEY not in text:
         return state, None
-    loop, _ = st.read_state(path)
-    has_ema = any(k.startswith("ema.") for k in state)
-    if has_ema and ema is not False:
+    loop = st.LoopState.from_json(text[st.META_KEY], path)
+    if ema is not False and any(k.startswith("ema.") for k in state):
         return select_ema(state, path), loop
     return state, loop
 
 
-def _names(path: str) -> List[str]:
-    import mindspore as ms
-
-    try:
-        return list(ms.load_checkpoint(path, choice_func=lambda name: name == st.META_KEY))
-    except ValueError:  # MindSpore refuses an empty selection: the file has no loop record
-        return []
-
-
-def infer_num_classes(cfg: Config, ckpt_path: str, state: Optional[dict] = None) -> int:
+def infer_num_classes(recipe: Recipe, ckpt_path: str, state: Optional[dict] = None) -> int:
     """num_classes from the recipe, the run's class_names.txt, or the checkpoint's last 2-D weight."""
-    if cfg.num_classes:
-        return int(cfg.num_classes)
+    if recipe["num_classes"]:
+        return int(recipe["num_classes"])
     names = os.path.join(run_dir(ckpt_path), "class_names.txt") if ckpt_path else ""
     if names and os.path.isfile(names):
         with open(names, encoding="utf-8") as handle:
@@ -99,23 +90,22 @@ def class_names(ckpt_path: str, num_classes: int, names_file: Optional[str] = No
     return [str(i) for i in range(num_classes)]
 
 
-def load_network(cfg: Config, ckpt_path: str, num_classes: Optional[int] = None, *,
-                 ema: Optional[bool] = None) -> Tuple[Any, int]:
+def load_network(recipe: Recipe, ckpt_path: str, num_classes: Optional[int] = None, *, ema: Optional[bool] = None,
+                 kernels: str = "kernels", model: Optional[build.Resolved] = None) -> Tuple[Any, int]:
     """(network in eval mode with the checkpoint's weights, num_classes); strict: every parameter must fit."""
-    from mindplug._checkpoint import is_training_state, load_into
-
     check_checkpoint(ckpt_path)
     state, loop = weights_of(ckpt_path, ema=ema)
-    classes = num_classes or (loop.num_classes if loop else 0) or infer_num_classes(cfg, ckpt_path, state)
+    classes = num_classes or (loop.num_classes if loop else 0) or infer_num_classes(recipe, ckpt_path, state)
     matrices = [v for k, v in state.items() if getattr(v, "ndim", 0) == 2 and not is_training_state(k)]
     if matrices and int(matrices[-1].shape[0]) != classes:
         raise CheckpointError(f"{ckpt_path!r} classifies {int(matrices[-1].shape[0])} classes but the config says "
                               f"num_classes = {classes}; drop --num_classes or use the matching checkpoint")
-    if loop is None:
-        net = build_model(cfg, classes, ckpt_path, strict=True, pretrained=False)
-    else:
-        net = build_model(cfg, classes, None, pretrained=False)
-        names = set(net.parameters_dict())  # a state file also holds optimizer slots: take the weights
-        load_into(net, {k: v for k, v in state.items() if k in names}, strict=True, label=ckpt_path)
+    model = model or build.resolve(recipe.sections.model.model, "model")
+    with build.kernel_context(kernels):
+        net, _ = build.build_model(recipe.sections.model, classes, given=recipe.given, resolved=model)
+    if loop is not None:  # a state file also holds optimizer slots: take the network's entries
+        names = set(net.parameters_dict())
+        state = {k: v for k, v in state.items() if k in names}
+    build.load_model_weights(net, model, state, fine_tune=False, label=ckpt_path)
     net.set_train(False)
     return net, classes

@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from .._console import render_table
 from .._errors import DataError
-from .config import Config
 
 
 def read_image(path: str) -> np.ndarray:
@@ -26,11 +26,11 @@ def read_image(path: str) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def preprocess(cfg: Config, images: Sequence[np.ndarray]) -> np.ndarray:
+def preprocess(transforms: Dict[str, Any], images: Sequence[np.ndarray]) -> np.ndarray:
     """The evaluation transforms of the recipe, applied one image at a time, stacked to NCHW float32."""
     from mindplug._transforms import build_transforms
 
-    ops = build_transforms(cfg, is_training=False)
+    ops = build_transforms(transforms, is_training=False)
     out = []
     for image in images:
         for op in ops:
@@ -39,12 +39,11 @@ def preprocess(cfg: Config, images: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(out)
 
 
-def predict(net: Any, cfg: Config, paths: Sequence[str], names: List[str], topk: int) -> List[Dict[str, Any]]:
+def predict(net: Any, batch: np.ndarray, paths: Sequence[str], names: List[str], topk: int) -> List[Dict[str, Any]]:
     """[{image, top: [{rank, class, name, probability}]}] for each path."""
     import mindspore as ms
     from mindspore import ops
 
-    batch = preprocess(cfg, [read_image(p) for p in paths])
     logits = net(ms.Tensor(batch))
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
@@ -61,11 +60,12 @@ def predict(net: Any, cfg: Config, paths: Sequence[str], names: List[str], topk:
 def render(results: List[Dict[str, Any]], as_json: bool) -> str:
     if as_json:
         return json.dumps(results, indent=2)
-    rows = [[res["image"], str(t["rank"]), str(t["class"]), t["name"], f"{100 * t['probability']:.2f}%"]
+    rows = [[res["image"], t["rank"], t["class"], t["name"], f"{100 * t['probability']:.2f}%"]
             for res in results for t in res["top"]]
-    header = ["image", "rank", "class", "name", "probability"]
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
+    return render_table(rows, ["image", "rank", "class", "name", "probability"])
+
+
+def predict_files(job: Any, paths: Sequence[str], *, topk: int, as_json: bool) -> str:
+    """``mindplug predict``: the rendered top-k of each image file."""
+    batch = preprocess(job.transforms, [read_image(p) for p in paths])
+    return render(predict(job.net, batch, paths, job.class_names, topk), as_json)

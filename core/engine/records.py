@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Any, Dict, List, Sequence
 
-
-def _atomic_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+from .._atomic import atomic_write, atomic_write_text
 
 
 def write_history(save_dir: str, history: Sequence[Dict[str, Any]]) -> None:
@@ -20,14 +16,13 @@ def write_history(save_dir: str, history: Sequence[Dict[str, Any]]) -> None:
     columns: List[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
-    _atomic_text(os.path.join(save_dir, "log.json"), json.dumps(list(history), indent=1) + "\n")
-    tmp = os.path.join(save_dir, f"log.csv.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: _cell(row.get(k)) for k in columns})
-    os.replace(tmp, os.path.join(save_dir, "log.csv"))
+    atomic_write_text(os.path.join(save_dir, "log.json"), json.dumps(list(history), indent=1) + "\n")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _cell(row.get(k)) for k in columns})
+    atomic_write_text(os.path.join(save_dir, "log.csv"), text.getvalue())
     plot_history(history, os.path.join(save_dir, "curves.png"))
 
 
@@ -60,7 +55,7 @@ def plot_history(history: Sequence[Dict[str, Any]], path: str) -> None:
     if right.lines:
         right.legend(loc="best")
     fig.tight_layout()
-    tmp = f"{path[:-4]}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    finally:
+        plt.close(fig)

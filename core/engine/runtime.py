@@ -1,7 +1,9 @@
-"""Where and how a run executes: device, graph/pynative mode, data-parallel ranks, seeds, console output.
+"""Where and how a run executes: device, graph/pynative mode, data-parallel ranks, workers, kernels, seeds.
 
-Everything the recipe asks for that this machine cannot do (an Ascend target on a CPU host, ``distribute``
-without an msrun launch) is adapted and reported in ONE notice, not silently and not as a crash.
+``init_runtime`` turns the recipe's runtime section into a ``Runtime`` record of what this machine does.
+What the recipe asks for that the machine cannot do (an Ascend target on a CPU host, ``distribute``
+without an msrun launch, more workers than CPUs) is adapted in the record, never in the recipe, and
+reported in ONE notice; the record is saved beside the run's config as ``runtime.yaml``.
 """
 from __future__ import annotations
 
@@ -9,26 +11,32 @@ import logging
 import os
 import random
 import sys
-from dataclasses import dataclass, field
-from typing import Any, List, Tuple
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .config import Config
+from .keys import RuntimeSection
 
 LOG = logging.getLogger("mindplug.engine")
 _MSRUN_ENV = ("MS_WORKER_NUM", "MS_ROLE")
+KERNELS_ENV = "MINDPLUG_KERNELS"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """The facts of this process: device, mode, rank and world size."""
+    """The facts of this process, as adapted to the machine."""
 
     device: str
     mode: int
     rank: int = 0
     world: int = 1
-    notices: List[str] = field(default_factory=list)
+    workers: int = 1
+    sink: bool = False
+    kernels: str = "native"
+    precision: str = "float32"
+    seed: int = 42
+    notices: Tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def distributed(self) -> bool:
@@ -39,16 +47,23 @@ class Runtime:
         """Only rank 0 writes checkpoints, logs and plots."""
         return self.rank == 0
 
+    @property
+    def mode_name(self) -> str:
+        return "GRAPH" if self.mode == 0 else "PYNATIVE"
+
+    def to_dict(self) -> Dict[str, Any]:
+        record = asdict(self)
+        record["notices"] = list(self.notices)
+        return record
+
 
 def setup_logging(rank: int = 0) -> None:
     """Plain ``message`` lines on stdout for rank 0; other ranks log warnings only."""
-    if LOG.handlers:
-        LOG.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-        return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    LOG.addHandler(handler)
-    LOG.propagate = False
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        LOG.addHandler(handler)
+        LOG.propagate = False
     LOG.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
@@ -95,35 +110,53 @@ def join_msrun_group() -> Tuple[int, int]:
     return rank, world
 
 
-def init_runtime(cfg: Config, *, need_distribution: bool = True) -> Runtime:
-    """Set MindSpore's device and mode, join the msrun group when launched by msrun, seed everything."""
+def _kernels(requested: str, device: str) -> str:
+    """'kernels' when mindplug's C++ kernels run the model, else 'native'; the environment can force it."""
+    from mindplug.ops import _library
+
+    choice = os.environ.get(KERNELS_ENV, "").strip().lower() or requested
+    if choice not in ("auto", "kernels", "native"):
+        from .._errors import ConfigError
+
+        raise ConfigError(f"{KERNELS_ENV}={choice!r} is not one of auto, kernels, native")
+    if choice == "native" or device != "CPU":
+        return "native"
+    return "kernels" if _library.available() else "native"
+
+
+def init_runtime(section: RuntimeSection, *, need_distribution: bool = True,
+                 notices: Sequence[str] = ()) -> Runtime:
+    """Set MindSpore's device and mode, join the msrun group when launched by msrun, seed everything;
+    ``notices`` (e.g. the recipe's) join the machine's in the one notice line."""
     import mindspore as ms
 
-    notices: List[str] = []
-    device = _pick_device(cfg.device_target, notices)
+    found: List[str] = list(notices)
+    device = _pick_device(section.device_target, found)
     ms.set_device(device)
-    ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
+    ms.set_context(mode=ms.GRAPH_MODE if section.mode == 0 else ms.PYNATIVE_MODE)
     rank, world = 0, 1
     if need_distribution and launched_by_msrun():
         rank, world = join_msrun_group()
-        if not cfg.distribute:
-            notices.append(f"launched by msrun with {world} workers: training data-parallel although "
-                           f"distribute is False")
-    elif need_distribution and cfg.distribute:
-        notices.append("distribute is True but this process was not launched by msrun: running as one "
-                       "process (use `msrun --worker_num N --local_worker_num N python train.py ...` for "
-                       "data parallel, or --distribute False to silence this)")
-    workers = os.cpu_count() or 1
-    if cfg.num_parallel_workers > workers:
-        notices.append(f"num_parallel_workers {cfg.num_parallel_workers} capped to this machine's {workers} CPUs")
-        cfg.num_parallel_workers = workers
-    if cfg.dataset_sink_mode and device == "CPU":
-        cfg.dataset_sink_mode = False  # sinking needs a device queue; on CPU the host loop is the fast path
+        if not section.distribute:
+            found.append(f"launched by msrun with {world} workers: training data-parallel although "
+                         f"distribute is False")
+    elif need_distribution and section.distribute:
+        found.append("distribute is True but this process was not launched by msrun: running as one "
+                     "process (use `msrun --worker_num N --local_worker_num N python train.py ...` for "
+                     "data parallel, or --distribute False to silence this)")
+    cpus = os.cpu_count() or 1
+    workers = section.num_parallel_workers
+    if workers > cpus:
+        found.append(f"num_parallel_workers {workers} capped to this machine's {cpus} CPUs")
+        workers = cpus
     setup_logging(rank)
-    seed_everything(cfg.seed)
-    runtime = Runtime(device=device, mode=cfg.mode, rank=rank, world=world, notices=notices)
-    if notices and runtime.is_main:
-        LOG.warning("notice: " + "; ".join(notices) + ".")
+    seed_everything(section.seed)
+    runtime = Runtime(device=device, mode=section.mode, rank=rank, world=world, workers=workers,
+                      sink=section.dataset_sink_mode and device != "CPU",  # sinking needs a device queue
+                      kernels=_kernels(section.kernels, device), precision="float32", seed=section.seed,
+                      notices=tuple(found))
+    if found and runtime.is_main:
+        LOG.warning("notice: " + "; ".join(found) + ".")
     return runtime
 
 
@@ -149,7 +182,3 @@ def is_tty() -> bool:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def describe(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value)

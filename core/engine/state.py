@@ -60,20 +60,12 @@ class LoopState:
 
 
 def atomic_save(entries: Any, path: str, append: Optional[Dict[str, Any]] = None) -> None:
-    """``mindspore.save_checkpoint`` into a temp file beside ``path``, then rename over it."""
+    """``mindspore.save_checkpoint`` through the one atomic writer (temp file, fsync, rename)."""
     import mindspore as ms
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)[:-5]}.tmp{os.getpid()}.ckpt")
-    try:
-        ms.save_checkpoint(entries, tmp, append_dict=append)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from .._atomic import atomic_write
+
+    atomic_write(path, lambda tmp: ms.save_checkpoint(entries, tmp, append_dict=append))
 
 
 def entries_of(params: Sequence[Any], prefix: str = "") -> List[Dict[str, Any]]:
@@ -114,15 +106,6 @@ def read_state(path: str) -> Tuple[LoopState, Dict[str, Any]]:
     return LoopState.from_json(meta, path), params
 
 
-def is_state_file(path: str) -> bool:
-    """True when ``path`` is a train-state file (reads only the file, not the network)."""
-    try:
-        read_state(path)
-        return True
-    except CheckpointError:
-        return False
-
-
 def newest_state(save_dir: str) -> Optional[str]:
     """The newest complete state file in ``save_dir/state`` by its loop position, or None."""
     best: Optional[Tuple[Tuple[int, int, float], str]] = None
@@ -137,8 +120,17 @@ def newest_state(save_dir: str) -> Optional[str]:
     return best[1] if best else None
 
 
-def resolve_resume(resume: Any, ckpt_path: str, resume_opt: bool, save_dir: str) -> Optional[str]:
-    """The state file a run continues from, or None for a fresh run. Errors are raised before any work."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """A train-state file read once: its path, loop record and entries."""
+
+    path: str
+    loop: LoopState
+    params: Dict[str, Any]
+
+
+def resolve_resume(resume: Any, ckpt_path: str, resume_opt: bool, save_dir: str) -> Optional[ResumePoint]:
+    """The state a run continues from, or None for a fresh run. Errors are raised before any work."""
     if isinstance(resume, str) and resume:
         path = resume
     elif resume is True:
@@ -152,10 +144,11 @@ def resolve_resume(resume: Any, ckpt_path: str, resume_opt: bool, save_dir: str)
         return None
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint to resume from not found: {path!r}")
-    if not is_state_file(path) and os.path.isfile(state_path_for(path)):
-        path = state_path_for(path)  # a weights file: continue from the state saved with it
-    read_state(path)  # fails now, with the reason, rather than after the data is loaded
-    return path
+    sibling = state_path_for(path)
+    if os.path.abspath(sibling) != os.path.abspath(path) and os.path.isfile(sibling):
+        path = sibling  # a weights file: continue from the state saved with it
+    loop, params = read_state(path)
+    return ResumePoint(path, loop, params)
 
 
 def prune(save_dir: str, keep: int, saved: List[str], scores: Dict[str, float], policy: str) -> List[str]:

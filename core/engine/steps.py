@@ -88,6 +88,7 @@ class TrainStep(nn.Cell):
         self.with_loss = with_loss
         self.optimizer = optimizer
         self.weights = optimizer.parameters
+        self.global_step = optimizer.global_step
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.scale = state.scale
         self.good_steps = state.good_steps
@@ -123,10 +124,17 @@ class TrainStep(nn.Cell):
             loss = ops.depend(loss, self._adjust(finite))
         if self.skip_overflow:
             if finite:
-                loss = ops.depend(loss, self.optimizer(grads))
+                loss = ops.depend(loss, self._update(grads))
         else:
-            loss = ops.depend(loss, self.optimizer(grads))
+            loss = ops.depend(loss, self._update(grads))
         return loss, finite
+
+    def _update(self, grads: Any) -> Any:
+        """The optimizer's step, after which its ``global_step`` (which indexes the per-step learning rates)
+        is one more than before, whether or not the optimizer counts steps itself."""
+        before = self.global_step + 0
+        done = self.optimizer(grads)
+        return ops.depend(ops.assign(self.global_step, before + 1), done)
 
     def _adjust(self, finite: Tensor) -> Tensor:
         good = ops.select(finite, self.good_steps + 1, ops.zeros_like(self.good_steps))
@@ -175,9 +183,8 @@ class EvalStep(nn.Cell):
 class FlatGradReducer(nn.Cell):
     """Averages all gradients over the ranks with ONE all-reduce of a flat buffer.
 
-    On CPU, MindSpore's DistributedGradReducer all-reduces GoogLeNet's 116 gradient tensors one by one:
-    measured with `msrun ... mindplug bench`, that added 233 ms to a 270 ms step of batch 64 per worker;
-    one flat buffer adds 105 ms (bench/RESULTS.md).
+    On CPU, MindSpore's DistributedGradReducer all-reduces the gradient tensors one by one, which costs far
+    more than one all-reduce of the same bytes (bench/RESULTS.md).
     """
 
     def __init__(self, parameters: Sequence[Parameter], degree: int):

@@ -10,7 +10,6 @@ seed.
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -19,11 +18,12 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from .._errors import CheckpointError, ConfigError
-from . import components, state as st
-from .config import Config, save_config
-from .data import class_names_of, make_pipeline, open_split, steps_per_epoch
-from .runtime import LOG, Runtime, epoch_seed, init_runtime, is_tty, seed_everything
+from .._atomic import atomic_write_text, clean_stale
+from .._errors import CheckpointError
+from . import state as st
+from .jobs import TrainingJob, training_job
+from .recipe import Recipe, save_recipe
+from .runtime import LOG, epoch_seed, is_tty
 
 
 class StopRequested(Exception):
@@ -82,79 +82,35 @@ class Progress:
             self.bar.close()
 
 
-def _amp(net: Any, level: str, cast_list: Optional[List[str]]) -> Any:
-    """Mixed precision by level; ``amp_cast_list`` names mindspore.nn cell classes (no eval of text)."""
-    if level == "O0":
-        return net
-    import mindspore as ms
-    from mindspore import nn
-
-    if cast_list and level in ("O1", "O2"):
-        classes = []
-        for name in cast_list:
-            cls = getattr(nn, name.split(".")[-1], None)
-            if not isinstance(cls, type):
-                raise ConfigError(f"amp_cast_list: '{name}' is not a mindspore.nn cell class")
-            classes.append(cls)
-        key = "white_list" if level == "O1" else "black_list"
-        return ms.amp.custom_mixed_precision(net, **{key: classes})
-    return ms.amp.auto_mixed_precision(net, level)
-
-
 class Trainer:
-    """Builds a run from a config and runs it; ``run()`` returns the process exit code."""
+    """Runs a built training job; ``run()`` returns the process exit code."""
 
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        components.apply_plugin_selection(cfg)
-        # every check that can fail runs before the data is read or a graph compiled
-        self.resume_path = st.resolve_resume(cfg.resume, cfg.ckpt_path, cfg.resume_opt, cfg.ckpt_save_dir)
-        if cfg.ckpt_path and not self.resume_path and not os.path.isfile(cfg.ckpt_path):
-            raise CheckpointError(f"ckpt_path {cfg.ckpt_path!r} does not exist; training would start from random "
-                                  f"weights. Fix the path or drop --ckpt_path")
-        self.rt: Runtime = init_runtime(cfg)
-        self.train_src = open_split(cfg, cfg.train_split, role="training")
-        self.val_src = open_split(cfg, cfg.val_split, role="validation") if cfg.val_while_train else None
-        self.num_classes = int(cfg.num_classes or getattr(self.train_src, "num_classes", 0))
-        if self.num_classes < 1:
-            raise ConfigError("num_classes is not set and the dataset does not say how many classes it has")
-        data_classes = getattr(self.train_src, "num_classes", self.num_classes)
-        if data_classes > self.num_classes:
-            raise ConfigError(f"the dataset has {data_classes} classes but num_classes is {self.num_classes}; "
-                              f"set --num_classes {data_classes}")
-        self.steps = steps_per_epoch(cfg, len(self.train_src), self.rt.world)
-        self.accumulate = cfg.gradient_accumulation_steps
-        self.updates = math.ceil(self.steps / self.accumulate)
-        self.lrs = components.build_schedule(cfg, self.updates, cfg.epoch_size)
-        self.model_name = cfg.component("model")[0]
-        self._build()
-        self.loop = st.LoopState(seed=cfg.seed, steps_per_epoch=self.steps, epoch_size=cfg.epoch_size,
-                                 world=self.rt.world, batch_size=cfg.batch_size, model=self.model_name,
-                                 num_classes=self.num_classes)
-        if self.resume_path:
-            self._restore(self.resume_path)
-
-    # ---------------------------------------------------------------- construction
-    def _build(self) -> None:
+    def __init__(self, job: TrainingJob):
         from .steps import EMA, StepState, WithLoss, grad_reducer, stochastic_primitives
 
-        cfg = self.cfg
-        seed_everything(cfg.seed)  # identical initial weights on every rank
-        init_ckpt = cfg.ckpt_path if cfg.ckpt_path and not self.resume_path else None
-        self.net = components.build_model(cfg, self.num_classes, init_ckpt, pretrained=cfg.pretrained)
-        self.net = _amp(self.net, cfg.amp_level, cfg.amp_cast_list)
-        self.loss_fn = components.build_loss(cfg)
+        self.job = job
+        self.cfg = job.train
+        self.rt = job.runtime
+        self.net, self.loss_fn, self.optimizer, self.lrs = job.net, job.loss_fn, job.optimizer, job.lrs
+        self.steps = job.steps
+        self.accumulate = job.train.gradient_accumulation_steps
+        self.model_name = job.model_name
+        self.num_classes = job.num_classes
         self.weights = self.net.trainable_params()
-        self.optimizer = components.build_optimizer(cfg, self.weights, self.lrs)
-        dynamic = cfg.loss_scale_type == "dynamic" or (cfg.loss_scale_type == "auto" and cfg.amp_level != "O0")
-        self.dynamic = dynamic
-        self.step_state = StepState(self.weights, cfg.loss_scale, self.accumulate)
+        self.dynamic = job.dynamic_loss_scale
+        self.step_state = StepState(self.weights, self.cfg.loss_scale, self.accumulate)
         self.with_loss = WithLoss(self.net, self.loss_fn)
         self.reducer = grad_reducer(self.optimizer.parameters, self.rt.world, self.rt.device)
-        self.ema = EMA(self.weights, cfg.ema_decay) if cfg.ema else None
+        self.ema = EMA(self.weights, self.cfg.ema_decay) if self.cfg.ema else None
         self.random_ops = stochastic_primitives(self.net)
         self._steps_cache: Optional[tuple] = None
+        self.loop = st.LoopState(seed=self.rt.seed, steps_per_epoch=self.steps, epoch_size=self.cfg.epoch_size,
+                                 world=self.rt.world, batch_size=job.batches.batch_size, model=self.model_name,
+                                 num_classes=self.num_classes)
+        if job.resume is not None:
+            self._restore(job.resume)
 
+    # ---------------------------------------------------------------- construction
     def _step_cells(self, seed: int) -> tuple:
         """(apply, accumulate) cells; rebuilt each epoch when the net has kernel-state random ops, so their
         streams restart from the epoch's seed (a fresh compile resets kernel state)."""
@@ -182,11 +138,11 @@ class Trainer:
             entries += st.entries_of(list(self.ema.shadow))
         return entries
 
-    def _restore(self, path: str) -> None:
+    def _restore(self, resume: st.ResumePoint) -> None:
         from mindplug._checkpoint import load_into
 
-        loop, params = st.read_state(path)
-        expected = {"steps_per_epoch": self.steps, "world": self.rt.world, "batch_size": self.cfg.batch_size,
+        loop, params, path = resume.loop, resume.params, resume.path
+        expected = {"steps_per_epoch": self.steps, "world": self.rt.world, "batch_size": self.loop.batch_size,
                     "num_classes": self.num_classes, "epoch_size": self.cfg.epoch_size}
         for key, value in expected.items():
             if getattr(loop, key) != value:
@@ -241,20 +197,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> int:
-        cfg, loop = self.cfg, self.loop
+        cfg, loop, job = self.cfg, self.loop, self.job
         if loop.epoch >= cfg.epoch_size:
             LOG.info(f"nothing to do: the run already completed {loop.epoch} of {cfg.epoch_size} epochs")
             return 0
         if self.rt.is_main:
-            os.makedirs(cfg.ckpt_save_dir, exist_ok=True)
-            save_config(cfg, os.path.join(cfg.ckpt_save_dir, "config.yaml"))
-            names = class_names_of(self.train_src, self.num_classes)
-            with open(os.path.join(cfg.ckpt_save_dir, "class_names.txt"), "w", encoding="utf-8") as handle:
-                handle.write("\n".join(names) + "\n")
+            self._write_run_files()
         LOG.info(f"training {self.model_name} ({sum(int(np.prod(p.shape)) for p in self.weights):,} parameters) "
-                 f"on {len(self.train_src)} images, {self.num_classes} classes: {self.steps} steps x "
-                 f"{cfg.batch_size} x {self.rt.world} worker(s) per epoch, epochs {loop.epoch + 1}..{cfg.epoch_size},"
-                 f" {'GRAPH' if cfg.mode == 0 else 'PYNATIVE'} mode on {self.rt.device}")
+                 f"on {len(job.train_source)} images, {self.num_classes} classes: {self.steps} steps x "
+                 f"{job.batches.batch_size} x {self.rt.world} worker(s) per epoch, epochs {loop.epoch + 1}.."
+                 f"{cfg.epoch_size}, {self.rt.mode_name} mode on {self.rt.device}")
         with _stop_signals() as stop:
             for epoch in range(loop.epoch, cfg.epoch_size):
                 code = self._epoch(epoch, stop)
@@ -265,14 +217,27 @@ class Trainer:
         LOG.info(f"checkpoints in {os.path.abspath(cfg.ckpt_save_dir)}")
         return 0
 
+    def _write_run_files(self) -> None:
+        """The resolved recipe (with the components it ran), the runtime record and the class names."""
+        import yaml
+
+        folder = self.cfg.ckpt_save_dir
+        os.makedirs(folder, exist_ok=True)
+        clean_stale(folder)
+        clean_stale(os.path.join(folder, st.STATE_DIR))
+        save_recipe(self.job.recipe, os.path.join(folder, "config.yaml"))
+        atomic_write_text(os.path.join(folder, "runtime.yaml"),
+                          yaml.safe_dump(self.rt.to_dict(), sort_keys=False))
+        atomic_write_text(os.path.join(folder, "class_names.txt"), "\n".join(self.job.class_names) + "\n")
+
     def _epoch(self, epoch: int, stop: Dict[str, int]) -> int:
         import mindspore as ms
 
         cfg, loop = self.cfg, self.loop
-        seed = epoch_seed(cfg.seed, epoch)
+        seed = epoch_seed(self.rt.seed, epoch)
         apply, accumulate = self._step_cells(seed)
-        pipeline = make_pipeline(cfg, self.train_src, training=True, seed=seed, rank=self.rt.rank,
-                                 world=self.rt.world, steps=self.steps, num_classes=self.num_classes)
+        pipeline = self.job.batches.pipeline(self.job.train_source, training=True, seed=seed, rank=self.rt.rank,
+                                             world=self.rt.world, steps=self.steps)
         skip = loop.step
         self.net.set_train(True)
         progress = Progress(cfg.progress, self.steps, skip, f"epoch {epoch + 1}/{cfg.epoch_size}",
@@ -309,7 +274,7 @@ class Trainer:
                                                                                        / max(elapsed, 1e-9), 2)}
         if overflows:
             record["overflow_steps"] = overflows
-        validate = self.val_src is not None and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size)
+        validate = self.job.val_source is not None and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size)
         if validate:
             metrics = self._validate()
             record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],
@@ -330,8 +295,8 @@ class Trainer:
     def _validate(self) -> Dict[str, float]:
         from .evaluate import evaluate
 
-        pipeline = make_pipeline(self.cfg, self.val_src, training=False, seed=self.cfg.seed, rank=self.rt.rank,
-                                 world=self.rt.world)
+        pipeline = self.job.batches.pipeline(self.job.val_source, training=False, seed=self.rt.seed,
+                                             rank=self.rt.rank, world=self.rt.world)
         if self.ema is None:
             return evaluate(self.net, pipeline, self.num_classes, distributed=self.rt.distributed)
         backup = [p.value().copy() for p in self.weights]
@@ -387,6 +352,6 @@ class Trainer:
         return 128 + int(signum)
 
 
-def train(cfg: Config) -> int:
-    """Build and run a training job from a resolved config; the exit code of the process."""
-    return Trainer(cfg).run()
+def train(recipe: Recipe) -> int:
+    """Build and run a training job from a recipe; the exit code of the process."""
+    return Trainer(training_job(recipe)).run()

@@ -1,4 +1,5 @@
-"""Built-in augmentation plugin: every transform a recipe names, each its own component.
+"""Built-in augmentation plugin: every transform a recipe names, each its own component, and the default
+pipeline that reads MindCV's augmentation keys.
 
 Only spec records live here; the factories (which import MindSpore and Pillow) are in ``._factories``
 and are imported on first ``create``.
@@ -41,4 +42,9 @@ def mindplug_augmentations() -> List[ComponentSpec]:
     specs.append(ComponentSpec("mixup_cutmix", "augmentation", _TARGET + "mixup_cutmix",
                                description="Mixup/CutMix on a batch, giving soft labels (timm's Mixup)",
                                tags=("batch", "train")))
+    specs.append(ComponentSpec("mindcv_pipeline", "augmentation",
+                               "mindplug.plugins.augmentations._pipeline:mindcv_pipeline",
+                               description="MindCV's ImageNet pipeline from the recipe's augmentation keys "
+                                           "(image_resize, scale, hflip, mean, std, ...)",
+                               tags=("pipeline",), default=True))  # what a recipe without a list gets
     return specs

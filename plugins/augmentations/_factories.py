@@ -14,6 +14,7 @@ import numpy as np
 from mindspore.dataset.vision import Border, Inter
 from PIL import Image, ImageEnhance
 
+from mindplug import IMAGENET_MEAN, IMAGENET_STD
 from mindplug._errors import ConfigError, did_you_mean
 
 from . import _pil_ops
@@ -23,8 +24,6 @@ from ._policy import parse_policy
 Size = Union[int, Sequence[int]]
 Range = Union[float, Sequence[float]]
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 IMAGENET_GRAY_MEAN = (sum(IMAGENET_MEAN) / 3,)
 IMAGENET_GRAY_STD = (sum(IMAGENET_STD) / 3,)
 

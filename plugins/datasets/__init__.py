@@ -21,7 +21,7 @@ def mindplug_datasets() -> List[ComponentSpec]:
         # the reference recipes say dataset: 'imagenet' for the same layout
         ComponentSpec("imagenet", "dataset", _FOLDER,
                       description="ImageNet layout (data_dir/train, data_dir/val); same as image_folder",
-                      tags=("folder",)),
+                      tags=("folder",), default=True),  # MindCV's default dataset
         ComponentSpec("fashion_mnist", "dataset", "mindplug.plugins.datasets._idx:fashion_mnist",
                       description="Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)",
                       tags=("grayscale", "28x28"), metadata={"num_classes": 10, "in_channels": 1}),

@@ -15,6 +15,8 @@ from mindspore.common.initializer import HeUniform, Zero
 from mindplug._errors import ConfigError
 from mindplug.ops import ConvReLU, Inception, MaxPoolSame
 
+from . import CLASSIFIERS, OPTIONAL  # shared with the spec's metadata, which the engine's loader reads
+
 __all__ = ["GoogLeNet", "GoogLeNetFeatures", "InceptionAux", "googlenet", "FEATURE_INFO", "AUX_INPUT_RANGE"]
 
 #: Inception(in, c1, c3r, c3, c5r, c5, pool_proj) of each block, as in the paper's table 1.
@@ -30,8 +32,6 @@ INCEPTION_CFG: Dict[str, Tuple[int, int, int, int, int, int, int]] = {
     "inception5b": (832, 384, 192, 384, 48, 128, 128),
 }
 
-#: Layers whose size is the number of classes: replaced when fine-tuning to other classes.
-CLASSIFIERS: Tuple[str, ...] = ("classifier", "aux1.fc2", "aux2.fc2")
 
 #: The trunk in execution order; max pools carry (kernel, stride).
 TRUNK: Tuple[str, ...] = (
@@ -201,7 +201,7 @@ def googlenet(num_classes: int = 1000, *, in_channels: int = 3, aux_logits: bool
     if source:
         from mindplug._checkpoint import load_model_checkpoint
         # Aux heads may be absent on either side; a backbone also drops the head and unbuilt stages.
-        optional = ["aux1.*", "aux2.*"]
+        optional = list(OPTIONAL)
         if features_only:
             optional += ["classifier.*"] + [f"{n}.*" for n in TRUNK if n not in net._layers]
         net.load_report = load_model_checkpoint(net, source, strict=strict, first_conv="conv1.conv.weight",

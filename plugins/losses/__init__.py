@@ -18,7 +18,8 @@ _BCE = "sigmoid cross-entropy per class with label smoothing, soft labels and au
 @hookimpl
 def mindplug_losses() -> List[ComponentSpec]:
     return [
-        ComponentSpec("CE", "loss", f"{_MODULE}:cross_entropy", description=_CE, tags=("classification",)),
+        ComponentSpec("CE", "loss", f"{_MODULE}:cross_entropy", description=_CE, tags=("classification",),
+                      default=True),  # MindCV's default loss
         ComponentSpec("cross_entropy", "loss", f"{_MODULE}:cross_entropy", description=_CE,
                       tags=("classification", "alias")),
         ComponentSpec("BCE", "loss", f"{_MODULE}:binary_cross_entropy", description=_BCE,

@@ -12,9 +12,13 @@ from .table import OPTIMIZERS
 
 MINDPLUG_API_REQUIRES = ">=1,<2"
 
+#: what a recipe without an ``opt`` key gets (MindCV's default)
+DEFAULT = "adam"
+
 
 @hookimpl
 def mindplug_optimizers() -> List[ComponentSpec]:
     return [ComponentSpec(entry.name, "optimizer", f"mindplug.plugins.optimizers.factory:{entry.name}",
-                          description=entry.description, tags=entry.tags, metadata=entry.metadata)
+                          description=entry.description, tags=entry.tags, metadata=entry.metadata,
+                          default=entry.name == DEFAULT)
             for entry in OPTIMIZERS]

@@ -11,6 +11,8 @@ from mindplug import ComponentSpec, hookimpl
 MINDPLUG_API_REQUIRES = ">=1,<2"
 
 _TARGET = "mindplug.plugins.schedulers.schedules:"
+#: what a recipe without a ``scheduler`` key gets (MindCV's default)
+DEFAULT = "cosine_decay"
 
 #: name, function in ``schedules``, description, tags
 _SCHEDULES = (
@@ -32,5 +34,6 @@ _SCHEDULES = (
 @hookimpl
 def mindplug_schedulers() -> List[ComponentSpec]:
     return [ComponentSpec(name, "scheduler", _TARGET + function, description=description, tags=tags,
-                          metadata={"returns": "float32 array, one learning rate per step"})
+                          metadata={"returns": "float32 array, one learning rate per step"},
+                          default=name == DEFAULT)
             for name, function, description, tags in _SCHEDULES]
