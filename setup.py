@@ -88,7 +88,8 @@ setup(
         "matplotlib>=3.5",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "decorator"],
+        # test-only: onnx/onnxruntime check exports, mindcv 0.3.0 is the reference the bridge and kernels test against
+        "dev": ["pytest>=7", "hypothesis>=6", "onnx", "onnxruntime", "decorator", "mindcv==0.3.0"],
     },
     entry_points={
         "console_scripts": ["mindplug = mindplug._cli:main"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import builtins
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar, Union, overload
 
+from ._checkpoint import LoadReport, load_weights
 from ._errors import (AmbiguousComponentError, CheckpointError, ComponentArgumentError, ComponentBuildError,
                       ComponentImportError, ConfigError, DataError, MindplugError, PluginLoadError,
                       UnknownComponentError)
@@ -20,7 +21,8 @@ from ._spec import (IMAGENET_MEAN, IMAGENET_STD, KINDS, ComponentInfo, Component
 __version__ = "0.1.0"
 
 __all__ = [
-    "create", "list", "info", "build", "register", "hookimpl", "KINDS", "MINDPLUG_API", "IMAGENET_MEAN", "IMAGENET_STD",
+    "create", "list", "info", "build", "register", "hookimpl", "load_weights", "LoadReport", "KINDS", "MINDPLUG_API",
+    "IMAGENET_MEAN", "IMAGENET_STD",
     "ComponentSpec", "WeightsSpec", "ComponentInfo", "PluginRecord", "PluginFailure",
     "MindplugError", "UnknownComponentError", "AmbiguousComponentError", "ComponentArgumentError",
     "ComponentImportError", "ComponentBuildError", "PluginLoadError", "ConfigError", "CheckpointError", "DataError",
@@ -43,8 +45,9 @@ def list(pattern: Union[str, Sequence[str]] = "*", kind: Optional[str] = "model"
     return _default_registry().list(pattern, kind=kind, exclude=exclude)
 
 
-def info(name: str, kind: str = "model") -> ComponentInfo:
-    """Provider, version, target, signature and description of a component, without importing it."""
+def info(name: str, kind: Optional[str] = None) -> ComponentInfo:
+    """Provider, version, target, signature and description of a component, without importing it
+    (``kind=None``: whichever kind provides the name)."""
     return _default_registry().info(name, kind)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
 from ._console import Parser, guarded, render_table
-from ._errors import MindplugError
+from ._errors import MindplugError, did_you_mean
 from ._registry import API_VERSION, Entry, Registry, default_registry, name_key
 from ._spec import KINDS
 
@@ -28,12 +28,22 @@ def _kind_arg(word: Optional[str]) -> Optional[str]:
     return _PLURALS.get(word, word if word in KINDS else None)
 
 
+def _kind_typo(word: str) -> Optional[str]:
+    """The error for a word that is neither a kind nor a pattern but a misspelt kind (``modles``)."""
+    if any(c in word for c in "*?[:") or _kind_arg(word) is not None:
+        return None
+    hint = did_you_mean(word, list(KINDS) + list(_PLURALS))
+    return f"'{word}' is not a kind{hint}; kinds: {', '.join(KINDS)}" if hint else None
+
+
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
     kind = _kind_arg(args.kind)
     pattern = args.pattern
     if args.kind is not None and kind is None:  # `mindplug list googlenet*`: the word is a pattern
-        if pattern is not None:
-            print(f"error: '{args.kind}' is not a kind; kinds: {', '.join(KINDS)}", file=sys.stderr)
+        typo = _kind_typo(args.kind)
+        if pattern is not None or (typo and not registry.list(args.kind, kind=None)):
+            print(f"error: {typo or repr(args.kind) + ' is not a kind; kinds: ' + ', '.join(KINDS)}",
+                  file=sys.stderr)
             return 2
         pattern = args.kind
     kinds = KINDS if kind is None else (kind,)
@@ -52,16 +62,9 @@ def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def _find_entry(registry: Registry, name: str, kind: Optional[str]) -> Entry:
-    if kind is not None:
-        return registry.resolve(name, kind)
-    bare = name.rpartition(":")[2]
-    kinds = [k for k in KINDS if any(name_key(e.spec.name) == name_key(bare) for e in registry.entries(k))]
-    return registry.resolve(name, kinds[0] if len(kinds) == 1 else "model")
-
-
 def cmd_info(args: argparse.Namespace, registry: Registry) -> int:
-    entry = _find_entry(registry, args.name, _kind_arg(args.kind))
+    kind = _kind_arg(args.kind)
+    entry = registry.find(args.name) if kind is None else registry.resolve(args.name, kind)
     info = registry.info(entry.canonical_id, entry.spec.kind)
     data: Dict[str, Any] = {
         "name": info.name, "id": info.canonical_id, "kind": info.kind, "plugin": info.plugin,
@@ -152,11 +155,46 @@ def cmd_doctor(args: argparse.Namespace, registry: Registry) -> int:
                 problems += 1
                 print(f"FAIL  {exc}")
     for (kind, _), entries in sorted(by_name.items()):
-        if len(entries) > 1:
-            print(f"warn  {kind} '{entries[0].spec.name}' is provided by "
-                  + ", ".join(e.provider() for e in entries) + "; users must pick one")
+        if len(entries) < 2:
+            continue
+        owners = [e for e in entries if not e.spec.fallback]
+        providers = ", ".join(e.provider() for e in entries)
+        if len(owners) > 1:
+            problems += 1
+            print(f"FAIL  {kind} '{entries[0].spec.name}' is provided by {providers}: a recipe naming it fails "
+                  f"as ambiguous; use a canonical id or `plugins: prefer:`, or mark all but one provider's "
+                  f"spec fallback=True")
+        else:
+            print(f"ok    {kind} '{entries[0].spec.name}' is provided by {providers}; the bare name means "
+                  f"'{(owners or entries)[0].canonical_id}' (the others are fallback components)")
+    if args.check is not None:
+        problems += _check_components(registry, args.check, args.data_dir)
     print("no problems found" if problems == 0 else f"{problems} problem(s) found")
     return 0 if problems == 0 else 1
+
+
+def _check_components(registry: Registry, plugins: List[str], data_dir: Optional[str]) -> int:
+    """``doctor --check``: every component of the named plugins (all loaded ones when none is named)
+    created and held to its kind's contract; the number of defects."""
+    from .testing import check_plugin
+
+    names = plugins or [p.name for p in registry.plugins]
+    defects = 0
+    for name in names:
+        for finding in check_plugin(name, data_dir=data_dir, registry=registry, raise_on_failure=False):
+            print(str(finding))
+            defects += finding.status == "fail"
+    return defects
+
+
+def cmd_new_plugin(args: argparse.Namespace, registry: Registry) -> int:
+    from ._scaffold import write
+
+    folder = args.dir or f"mindplug-{args.name.replace('_', '-')}"
+    for path in write(args.name, folder):
+        print(f"wrote {path}")
+    print(f"next: pip install -e {folder} && mindplug doctor --check {args.name}")
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -180,7 +218,14 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plugins)
     p = sub.add_parser("doctor", help="self-check for plugin authors")
     p.add_argument("--import-targets", action="store_true", help="also import every component's target")
+    p.add_argument("--check", nargs="*", metavar="PLUGIN", default=None,
+                   help="create every component of these plugins (default: all) and check its kind's contract")
+    p.add_argument("--data_dir", default=None, help="data for checking dataset components")
     p.set_defaults(func=cmd_doctor)
+    p = sub.add_parser("new-plugin", help="write a new plugin package with one component of every kind")
+    p.add_argument("name", help="the plugin name (entry point); the package is mindplug_NAME")
+    p.add_argument("--dir", default=None, help="where to write it (default: ./mindplug-NAME)")
+    p.set_defaults(func=cmd_new_plugin)
     for command in ENGINE_COMMANDS:
         sub.add_parser(command, help=f"{command} (see `mindplug {command} --help`)", add_help=False)
     return parser

@@ -60,21 +60,43 @@ class ShardSampler:
         return total // self.num_shards + (1 if self.shard_id < total % self.num_shards else 0)
 
 
-class _Rows:
-    """The source as MindSpore wants it: numpy arrays per column, int32 labels."""
+def to_channels(image: Any, channels: Optional[int]) -> np.ndarray:
+    """An HWC uint8 image with ``channels`` channels (None: as it is): grey is repeated to RGB, RGB becomes
+    grey with Pillow's ITU-R 601 luma weights, an alpha channel is dropped."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise DataError(f"a dataset image must be HWC (or HW), got shape {image.shape}")
+    have = image.shape[2]
+    if have in (2, 4):  # LA / RGBA: the colour without its alpha
+        image, have = image[:, :, : have - 1], have - 1
+    if channels is None or have == channels:
+        return np.ascontiguousarray(image)
+    if have == 1 and channels == 3:
+        return np.repeat(image, 3, axis=2)
+    if have == 3 and channels == 1:
+        rgb = image.astype(np.uint32)
+        grey = (rgb[:, :, 0] * 19595 + rgb[:, :, 1] * 38470 + rgb[:, :, 2] * 7471 + 0x8000) >> 16
+        return grey.astype(np.uint8)[:, :, None]
+    raise DataError(f"cannot turn a {have}-channel image into {channels} channel(s); the network takes "
+                    f"in_channels = {channels}")
 
-    def __init__(self, source: Any) -> None:
+
+class _Rows:
+    """The source as MindSpore wants it: numpy arrays per column (images with the network's channels),
+    int32 labels."""
+
+    def __init__(self, source: Any, channels: Optional[int] = None) -> None:
         self.source = source
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         image, label = self.source[int(index)]
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = image[:, :, None]
-        return image, np.array(label, dtype=np.int32)
+        return to_channels(image, self.channels), np.array(label, dtype=np.int32)
 
 
 def _check_shards(num_shards: Optional[int], shard_id: Optional[int]) -> Tuple[int, int]:
@@ -103,10 +125,12 @@ def make_mindspore_dataset(source: Any, *, shuffle: bool, seed: int, num_shards:
                            transforms: Optional[Sequence[Any]] = None, batch_size: int = 32,
                            drop_remainder: bool = False,
                            batch_transform: Optional[Callable[..., Any]] = None,
-                           equal_shards: bool = False, start_epoch: int = 0) -> Any:
+                           equal_shards: bool = False, start_epoch: int = 0, channels: Optional[int] = None,
+                           check: Optional[Callable[[np.ndarray], None]] = None) -> Any:
     """A batched ``mindspore.dataset`` with columns ``image`` (float32 NCHW) and ``label``.
 
-    ``label`` is int32 ``[N]``, or float32 ``[N, C]`` soft labels after a batch transform. ``seed`` also
+    ``label`` is int32 ``[N]``, or float32 ``[N, C]`` soft labels after a batch transform. ``channels``
+    converts every image to the network's channel count first; ``check(image)`` sees the first one. ``seed`` also
     seeds MindSpore's random ops and Python's/numpy's global generators (``ds.config.set_seed``), which
     the Python transforms draw from; with several workers their per-sample draws are not reproducible,
     the sample order and shards always are.
@@ -126,10 +150,13 @@ def make_mindspore_dataset(source: Any, *, shuffle: bool, seed: int, num_shards:
     if rows < shards:
         raise DataError(f"dataset source {source!r} has {rows} samples, fewer than num_shards={shards}")
     workers = max(1, min(int(num_parallel_workers), os.cpu_count() or 1))
+    rows_source = _Rows(source, channels)
+    if check is not None:  # before the pipeline exists: a bad step is a clear error, not a graph failure
+        check(rows_source[0][0])
     ds.config.set_seed(int(seed))
     sampler = ShardSampler(rows, shuffle=shuffle, seed=seed, num_shards=shards, shard_id=shard,
                            equal_shards=equal_shards, start_epoch=start_epoch)
-    data = ds.GeneratorDataset(_Rows(source), column_names=COLUMNS, sampler=sampler,
+    data = ds.GeneratorDataset(rows_source, column_names=COLUMNS, sampler=sampler,
                                num_parallel_workers=workers, python_multiprocessing=False)
     operations = list(transforms) if transforms else _default_transforms()
     data = data.map(operations=operations, input_columns="image", num_parallel_workers=workers,

@@ -50,12 +50,12 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
 def cached_weights(weights: WeightsSpec) -> Path:
     """The verified local file of ``weights``; a clear ``CheckpointError`` when absent or corrupt."""
     path = weights_path(weights)
-    where = f" (the seed publishes it at {weights.source})" if weights.source else ""
+    where = f" (published at {weights.source})" if weights.source else ""
     if not path.is_file():
         raise CheckpointError(
             f"pretrained weights '{weights.tag}' are not in the local cache: put the file "
             f"{weights.file_name!r} at {str(path)!r}{where}; mindplug never downloads. Set MINDPLUG_HOME "
-            "to use another cache folder, or pass checkpoint_path= instead")
+            "to use another cache folder, or start from a checkpoint file with --ckpt_path instead")
     expected = weights.sha256 or name_hash_prefix(weights.file_name)
     if expected:
         actual = sha256_of(path)

@@ -102,6 +102,8 @@ class Registry:
         self._plugins: List[PluginRecord] = []
         self._failures: List[PluginFailure] = []
         self._failed_modules: Dict[str, str] = {}
+        self._strict_error: Optional[PluginLoadError] = None
+        self._seen_sources: List[PluginSource] = []
 
     def configure(self, allow: Patterns = None, block: Patterns = None,
                   prefer: Optional[Mapping[str, str]] = None) -> None:
@@ -126,19 +128,37 @@ class Registry:
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
+            if self._strict_error is not None:  # strict mode: every access fails, not only the first
+                raise self._strict_error
             return
         with self._lock:
             if self._loaded:
                 return
             manager = pluggy.PluginManager(_hookspecs.PROJECT)
             manager.add_hookspecs(_hookspecs)
-            for source in self._sources():
+            self._seen_sources = list(self._sources())
+            for source in self._seen_sources:
                 if self._selected(source):
                     self._load_one(manager, source)
             for (kind, _), spec in sorted(self._local.items()):
                 self._entries[kind].append(Entry(spec, LOCAL_PLUGIN, "(in-process)", "-"))
             self._loaded = True
+            self._check_selection()
             self._report_failures()
+
+    def _check_selection(self) -> None:
+        """allow/block patterns that match no installed plugin are typos or missing plugins: say so."""
+        names = [n for s in self._seen_sources
+                 for n in (s.name, s.distribution, normalize_distribution(s.distribution))]
+        for setting, patterns in (("allow", self._allow), ("block", self._block)):
+            for pattern in patterns:
+                if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                    message = (f"plugins.{setting}: no installed plugin or distribution matches {pattern!r}"
+                               f"{did_you_mean(pattern, names)}; `mindplug plugins` lists them")
+                    if _flag(self._environ(), STRICT_ENV):
+                        self._strict_error = PluginLoadError(message + f" ({STRICT_ENV} is set)")
+                        raise self._strict_error
+                    warnings.warn(message, PluginLoadWarning, stacklevel=_caller_stacklevel())
 
     def _fail(self, source: PluginSource, stage: str, exc: BaseException | str) -> None:
         if isinstance(exc, BaseException):
@@ -214,8 +234,9 @@ class Registry:
             return
         lines = "\n".join("  - " + f.describe() for f in self._failures)
         if _flag(self._environ(), STRICT_ENV):
-            raise PluginLoadError(f"{len(self._failures)} plugin(s) failed to load ({STRICT_ENV} is set):\n"
-                                  f"{lines}")
+            self._strict_error = PluginLoadError(f"{len(self._failures)} plugin(s) failed to load ({STRICT_ENV} is "
+                                                 f"set):\n{lines}")
+            raise self._strict_error
         warnings.warn(f"{len(self._failures)} mindplug plugin(s) failed to load and were skipped "
                       f"(`mindplug plugins` shows why):\n{lines}", PluginLoadWarning,
                       stacklevel=_caller_stacklevel())
@@ -318,7 +339,12 @@ class Registry:
             return found
         chosen = [e for e in found if choice in (e.plugin, e.distribution)
                   or normalize_distribution(choice) == normalize_distribution(e.distribution)]
-        return chosen or found
+        if not chosen:
+            providers = [e.plugin for e in found] + [e.distribution for e in found]
+            raise ConfigError(f"plugins.prefer: {bare}: {choice!r} is not one of its providers"
+                              f"{did_you_mean(choice, providers)}; providers: "
+                              + ", ".join(e.provider() for e in found))
+        return chosen
 
     def _unknown_message(self, name: str, bare: str, kind: str, entries: List[Entry]) -> str:
         known = [e.spec.name for e in entries] + [e.canonical_id for e in entries]
@@ -341,6 +367,9 @@ class Registry:
             sample = sorted({e.spec.name for e in entries})
             shown = ", ".join(sample[:15]) + (", ..." if len(sample) > 15 else "")
             message += f"\nAvailable {kind}s: {shown or '(none)'}. `mindplug list {kind}` lists them all."
+        if _flag(self._environ(), NO_AUTOLOAD_ENV):
+            message += (f"\n{NO_AUTOLOAD_ENV} is set: only the built-in plugins are loaded; unset it to use "
+                        f"installed plugins.")
         return message
 
     def _failure_mentions(self, failure: PluginFailure, bare: str) -> bool:
@@ -360,9 +389,16 @@ class Registry:
         text = self._failed_modules[failure.module]
         return f'"{bare}"' in text or f"'{bare}'" in text
 
-    def info(self, name: str, kind: str = "model") -> ComponentInfo:
-        """Everything known about one component, without importing its target."""
-        entry = self.resolve(name, kind)
+    def find(self, name: str) -> Entry:
+        """A component of whatever kind provides ``name`` (models first when several kinds do)."""
+        bare = name.rpartition(":")[2]
+        kinds = [k for k in KINDS if any(name_key(e.spec.name) == name_key(bare) for e in self.entries(k))]
+        return self.resolve(name, kinds[0] if len(kinds) == 1 else "model")
+
+    def info(self, name: str, kind: Optional[str] = None) -> ComponentInfo:
+        """Everything known about one component, without importing its target; ``kind=None`` looks in
+        every kind."""
+        entry = self.find(name) if kind is None else self.resolve(name, kind)
         spec = entry.spec
         if isinstance(spec.target, str):
             signature, doc = static_signature(spec.target)

@@ -132,3 +132,32 @@ def test_doctor_on_the_installed_builtins_is_clean():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "C++ kernels built" in out.stdout and "no problems found" in out.stdout
     assert out.stdout.count("API >=1,<2") == 6
+
+
+def test_doctor_fails_a_bare_name_that_two_plugins_share(use, capsys):
+    def module(name: str, **specs) -> types.ModuleType:
+        mod = types.ModuleType(name)
+
+        @hookimpl
+        def mindplug_models():
+            return [ComponentSpec("net", "model", make_net, "a net", **specs)]
+
+        mod.mindplug_models = mindplug_models
+        return mod
+
+    clash = [PluginSource("one", "one", "one-dist", "1", loader=lambda: module("one")),
+             PluginSource("two", "two", "two-dist", "1", loader=lambda: module("two"))]
+    use(Registry(sources=lambda: clash, env={}))
+    assert _cli.main(["doctor"]) == 1
+    assert "FAIL  model 'net' is provided by" in capsys.readouterr().out
+    zoo = [clash[0], PluginSource("zoo", "zoo", "zoo-dist", "1", loader=lambda: module("zoo", fallback=True))]
+    use(Registry(sources=lambda: zoo, env={}))
+    assert _cli.main(["doctor"]) == 0
+    assert "the bare name means 'one:net'" in capsys.readouterr().out
+
+
+def test_a_misspelt_kind_is_an_error_not_an_empty_list(use, capsys):
+    use(_registry())
+    assert _cli.main(["list", "modles"]) == 2
+    assert "did you mean 'models'" in capsys.readouterr().err
+    assert _cli.main(["list", "zzz*"]) == 0  # a pattern that matches nothing is not an error

@@ -278,3 +278,55 @@ def test_fallback_component_keeps_a_shared_bare_name_with_the_other_provider():
                     _source("zoo2", _module("zoo2", mindplug_models=both)))
     with pytest.raises(AmbiguousComponentError):
         reg.resolve("net_a")  # two fallbacks and nobody else: still ambiguous
+
+
+def test_strict_mode_fails_every_access_not_only_the_first():
+    reg = _registry(_source("bad", ImportError("boom")), env={"MINDPLUG_STRICT_PLUGINS": "1"})
+    for _ in range(3):
+        with pytest.raises(PluginLoadError, match="boom"):
+            reg.create("net_a")
+
+
+def test_selection_typos_are_reported():
+    one = _source("googlenet", _module("one", mindplug_models=MODELS))
+    reg = _registry(one)
+    reg.configure(block=["googlente"])
+    with pytest.warns(PluginLoadWarning, match=r"plugins.block: no installed plugin.*'googlente'.*did you mean "
+                                               r"'googlenet'"):
+        reg.list()
+    strict = _registry(one, env={"MINDPLUG_STRICT_PLUGINS": "1"})
+    strict.configure(allow=["nope*"])
+    with pytest.raises(PluginLoadError, match="plugins.allow"):
+        strict.list()
+    two = _source("two", _module("two", mindplug_models=[ComponentSpec("net_a", "model", factory_b)]))
+    reg = _registry(one, two)
+    reg.configure(prefer={"net_a": "tow"})
+    with pytest.raises(ConfigError, match=r"plugins.prefer: net_a: 'tow' is not one of its providers.*'two'"):
+        reg.resolve("net_a")
+
+
+def test_unknown_name_under_disabled_autoload_names_the_variable():
+    builtin = _source("core", _module("core", mindplug_models=MODELS), dist="mindplug")
+    reg = _registry(builtin, env={"MINDPLUG_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    with pytest.raises(UnknownComponentError, match="MINDPLUG_DISABLE_PLUGIN_AUTOLOAD is set"):
+        reg.resolve("tinynet")
+
+
+def test_info_looks_in_every_kind_unless_told():
+    losses = [ComponentSpec("focal", "loss", factory_b, "a loss")]
+    reg = _registry(_source("alpha", _module("alpha", mindplug_models=MODELS, mindplug_losses=losses)))
+    assert reg.info("focal").kind == "loss"
+    assert reg.info("net_a").kind == "model"
+    with pytest.raises(UnknownComponentError, match="'focal' is a loss"):
+        reg.info("focal", kind="model")
+
+
+def test_defaults_are_declared_by_plugins():
+    specs = [ComponentSpec("net_a", "model", factory_a, default=True), ComponentSpec("net_b", "model", factory_b)]
+    reg = _registry(_source("alpha", _module("alpha", mindplug_models=specs)))
+    assert reg.default("model").canonical_id == "alpha:net_a"
+    with pytest.raises(ConfigError, match="no loss given.*no loaded plugin declares a default loss"):
+        reg.default("loss")
+    other = _source("beta", _module("beta", mindplug_models=[ComponentSpec("c", "model", factory_b, default=True)]))
+    with pytest.raises(AmbiguousComponentError, match="2 plugins declare a default model"):
+        _registry(_source("alpha", _module("alpha", mindplug_models=specs)), other).default("model")

@@ -112,6 +112,24 @@ def resolve(value: Any, kind: str) -> Resolved:
     return Resolved(kind, name, entry, factory, accepts, dict(explicit))
 
 
+def resolve_all(recipe: Any) -> Dict[str, Resolved]:
+    """Every component key of a recipe resolved, by key (``model``, ``opt``, ...)."""
+    return {key: resolve(recipe[key], kind) for key, kind in COMPONENT_KEYS.items()}
+
+
+def named(recipe: Any, resolved: Mapping[str, Resolved]) -> Any:
+    """The recipe with the components it resolved written in (an unset key names its installed default),
+    so the run's saved config.yaml says what ran."""
+    values = {}
+    for key, choice in resolved.items():
+        value = recipe[key]
+        if isinstance(value, Mapping):
+            values[key] = {**value, "type": value.get("type") or choice.name}
+        elif not value:
+            values[key] = choice.name
+    return recipe.replace(**values)
+
+
 def _offers(section: Any, name: str) -> Dict[str, Any]:
     return {key: getattr(section, key) for key in offered(name)}
 
@@ -147,16 +165,16 @@ def pretrained_weights(resolved: Resolved) -> Any:
     return weights[0]
 
 
-def build_loss(section: LossSection, given: Iterable[str] = ()) -> Any:
-    return resolve(section.loss, "loss")({}, _offers(section, "loss"), given)
+def build_loss(section: LossSection, given: Iterable[str] = (), resolved: Optional[Resolved] = None) -> Any:
+    return (resolved or resolve(section.loss, "loss"))({}, _offers(section, "loss"), given)
 
 
 def build_schedule(section: SchedulerSection, steps_per_epoch: int, num_epochs: int,
-                   given: Iterable[str] = ()) -> Any:
+                   given: Iterable[str] = (), resolved: Optional[Resolved] = None) -> Any:
     """One learning rate per optimizer update, as a float32 array."""
     import numpy as np
 
-    resolved = resolve(section.scheduler, "scheduler")
+    resolved = resolved or resolve(section.scheduler, "scheduler")
     lrs = resolved({"lr": section.lr, "steps_per_epoch": steps_per_epoch, "num_epochs": num_epochs},
                    _offers(section, "scheduler"), given)
     lrs = np.asarray(lrs, dtype=np.float32).reshape(-1)
@@ -166,8 +184,10 @@ def build_schedule(section: SchedulerSection, steps_per_epoch: int, num_epochs: 
     return lrs
 
 
-def build_optimizer(section: OptimizerSection, params: list, lr: Any, given: Iterable[str] = ()) -> Any:
-    return resolve(section.opt, "optimizer")({"params": params, "lr": lr}, _offers(section, "optimizer"), given)
+def build_optimizer(section: OptimizerSection, params: list, lr: Any, given: Iterable[str] = (),
+                    resolved: Optional[Resolved] = None) -> Any:
+    resolved = resolved or resolve(section.opt, "optimizer")
+    return resolved({"params": params, "lr": lr}, _offers(section, "optimizer"), given)
 
 
 def build_source(section: DataSection, split: str, *, class_names: Optional[Sequence[str]] = None,
@@ -181,9 +201,23 @@ def build_source(section: DataSection, split: str, *, class_names: Optional[Sequ
     return resolved(base, offers)
 
 
-def transform_keys(section: TransformsSection, in_channels: int) -> Dict[str, Any]:
-    """The transforms section as the pipeline builder reads it, with the network's input channels."""
-    return {**{f.name: getattr(section, f.name) for f in dataclasses.fields(section)}, "in_channels": in_channels}
+#: transform keys that are not MindCV pipeline settings (image_resize also sizes bench and export inputs)
+_NOT_PIPELINE = ("transforms", "augmentations", "eval_augmentations", "image_resize")
+
+
+def transform_keys(section: TransformsSection, in_channels: int, given: Iterable[str] = ()) -> Dict[str, Any]:
+    """The transforms section as the pipeline builder reads it, with the network's input channels; MindCV
+    augmentation keys a recipe sets next to an explicit list that replaces them are reported."""
+    from .._transforms import explicit_entry
+
+    keys = {**{f.name: getattr(section, f.name) for f in dataclasses.fields(section)}, "in_channels": in_channels}
+    replaced = [stage for stage in ("train", "eval") if explicit_entry(keys, stage)[0] is not None]
+    idle = sorted(k for k in set(given) & set(keys) if k not in _NOT_PIPELINE and k != "in_channels")
+    if replaced and idle:
+        LOG.warning(f"warning: the recipe gives an explicit {' and '.join(replaced)} transform list, so "
+                    f"{', '.join(repr(k) for k in idle)} have no effect there (use transforms.train_extra to "
+                    f"add to the default pipeline instead)")
+    return keys
 
 
 def dataset_name(section: DataSection) -> str:

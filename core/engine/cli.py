@@ -8,11 +8,16 @@ before any long work), 128+N stopped by signal N after saving.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import traceback
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 from .._console import Parser, guarded
+from .build import TRACEBACK_ENV
 from .._errors import ConfigError, MindplugError
 from .keys import COMPONENT_KEYS, SECTIONS, Resume, all_keys
 from .recipe import Recipe, choices_of, load_recipe, type_name, unknown_key
@@ -216,16 +221,58 @@ COMMANDS: Dict[str, Callable[[List[str]], int]] = {
 
 
 def run(command: str, argv: List[str]) -> int:
-    """Run one engine command; user errors print one ``error:`` line and return 2."""
+    """Run one engine command; user errors print one ``error:`` line and return 2. An error raised inside
+    MindSpore or a kernel is one line too (its traceback with ``MINDPLUG_TRACEBACK=1``)."""
     handler = COMMANDS.get(command)
     if handler is None:
         print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     try:
-        return guarded(handler, list(argv))
+        with _warnings_as_lines():
+            return guarded(handler, list(argv))
     except MindplugError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of the one-line promise
+        if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        kernel = _kernel_message(exc)
+        text = kernel or f"{type(exc).__name__}: {_first_line(exc)}"
+        print(f"error: {text} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2 if kernel else 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not set(line.strip()) <= set("-=")]
+    return lines[0] if lines else "(no message)"
+
+
+def _kernel_message(exc: BaseException) -> str:
+    """The message a mindplug kernel gave when it refused its inputs (MindSpore's own error hides it)."""
+    for line in str(exc).splitlines():
+        if "mindplug kernel" in line:
+            return line.strip()
+    try:
+        from mindplug.ops import _library
+
+        return _library.last_error() if _library.available() else ""
+    except Exception:  # noqa: BLE001 - no kernel message is as good as none
+        return ""
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Python warnings as ``warning: message`` lines, without file and line."""
+    previous = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def main_script(command: str) -> None:

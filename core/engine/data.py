@@ -69,15 +69,18 @@ class Batches:
         """Decode, shard, shuffle (training), augment and batch; sample order and augmentation draws are
         a function of ``seed`` (with one data worker; several workers keep the order but not every draw)."""
         from mindplug._data import make_mindspore_dataset
-        from mindplug._transforms import build_batch_transform, build_transforms
+        from mindplug._transforms import build_batch_transform, build_transforms, check_pipeline
 
         mix = build_batch_transform(self.transforms, self.num_classes) if training and self.num_classes else None
+        ops = build_transforms(self.transforms, is_training=training)
+        channels = int(self.transforms["in_channels"])
+        what = "the training pipeline" if training else "the evaluation pipeline"
         dataset = make_mindspore_dataset(
             source, shuffle=self.shuffle if training else self.eval_shuffle, seed=seed, num_shards=world,
-            shard_id=rank, num_parallel_workers=self.workers,
-            transforms=build_transforms(self.transforms, is_training=training), batch_size=self.batch_size,
+            shard_id=rank, num_parallel_workers=self.workers, transforms=ops, batch_size=self.batch_size,
             drop_remainder=self.drop_remainder if training else False, batch_transform=mix,
-            equal_shards=training and world > 1)
+            equal_shards=training and world > 1, channels=channels,
+            check=lambda image: check_pipeline(ops, image, channels, what))
         if steps is not None:
             dataset = dataset.take(steps)
         return Pipeline(dataset, steps if steps is not None else dataset.get_dataset_size())

@@ -71,9 +71,9 @@ def training_job(recipe: Recipe) -> TrainingJob:
     if s.model.ckpt_path and resume is None and not os.path.isfile(s.model.ckpt_path):
         raise CheckpointError(f"ckpt_path {s.model.ckpt_path!r} does not exist; training would start from random "
                               f"weights. Fix the path or drop --ckpt_path")
-    model = build.resolve(s.model.model, "model")
+    parts = build.resolve_all(recipe)
+    model, dataset = parts["model"], parts["dataset"]
     runtime = init_runtime(s.runtime, notices=recipe.notices)
-    dataset = build.resolve(s.data.dataset, "dataset")
     train_source = build.open_split(s.data, s.data.train_split, role="training", resolved=dataset)
     names = list(getattr(train_source, "class_names", []) or [])
     val_source = (build.open_split(s.data, s.data.val_split, role="validation", class_names=names or None,
@@ -81,14 +81,15 @@ def training_job(recipe: Recipe) -> TrainingJob:
     num_classes = _num_classes(s.model.num_classes, train_source)
     steps = steps_per_epoch(len(train_source), s.data.batch_size, s.data.drop_remainder, runtime.world)
     updates = math.ceil(steps / s.train.gradient_accumulation_steps)
-    lrs = build.build_schedule(s.scheduler, updates, s.train.epoch_size, recipe.given)
+    lrs = build.build_schedule(s.scheduler, updates, s.train.epoch_size, recipe.given, parts["scheduler"])
     net = _network(recipe, model, num_classes, runtime, start_from=None if resume else s.model.ckpt_path)
-    loss_fn = build.build_loss(s.loss, recipe.given)
-    optimizer = build.build_optimizer(s.optimizer, net.trainable_params(), lrs, recipe.given)
+    loss_fn = build.build_loss(s.loss, recipe.given, parts["loss"])
+    optimizer = build.build_optimizer(s.optimizer, net.trainable_params(), lrs, recipe.given, parts["opt"])
     _check_optimizer(optimizer)
-    batches = batches_for(s.data, build.transform_keys(s.transforms, s.model.in_channels), runtime.workers,
-                          num_classes)
-    return TrainingJob(recipe, runtime, s.train, model, net, loss_fn, optimizer, lrs, train_source, val_source,
+    transforms = build.transform_keys(s.transforms, s.model.in_channels, recipe.given)
+    batches = batches_for(s.data, transforms, runtime.workers, num_classes)
+    return TrainingJob(build.named(recipe, parts), runtime, s.train, model, net, loss_fn, optimizer, lrs,
+                       train_source, val_source,
                        num_classes, class_names_of(train_source, num_classes), steps, batches, resume)
 
 

@@ -190,7 +190,8 @@ class TrainSection:
     keep_checkpoint_max: int = key(10, "checkpoints to keep")
     ckpt_save_dir: str = key("./ckpt", "where checkpoints, logs and the resolved config go")
     ckpt_save_interval: int = key(1, "save every this many epochs")
-    ckpt_save_policy: Literal["latest_k", "top_k"] = key("latest_k", "latest_k keeps the newest, top_k the most accurate")
+    ckpt_save_policy: Literal["latest_k", "top_k"] = key("latest_k",
+                                                         "latest_k keeps the newest, top_k the most accurate")
     ema: bool = key(False, "keep an exponential moving average of the weights")
     ema_decay: float = key(0.9999, "EMA decay")
     clip_grad: bool = key(False, "clip gradients by global norm")

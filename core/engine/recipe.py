@@ -174,7 +174,11 @@ def coerce(value: Any, tp: Any) -> Any:
                 errors.append(str(exc))
         raise ValueError(" or ".join(dict.fromkeys(errors)))
     if origin is Literal:
-        return value if value in args else _str(value)
+        if value in args:
+            return value
+        text = _str(value)
+        folded = {str(a).casefold(): a for a in args}
+        return folded.get(text.strip().casefold(), text)  # MindCV recipes write BICUBIC too
     if origin is tuple:
         items = [coerce(v, args[0]) for v in _items(_yaml_text(value))]
         if len(items) != len(args):

@@ -274,7 +274,8 @@ class Trainer:
                                                                                        / max(elapsed, 1e-9), 2)}
         if overflows:
             record["overflow_steps"] = overflows
-        validate = self.job.val_source is not None and ((epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size)
+        validate = self.job.val_source is not None and (
+            (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epoch_size)
         if validate:
             metrics = self._validate()
             record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"],

@@ -1,10 +1,10 @@
-"""An external mindplug plugin: installing this distribution is all it takes to appear in `mindplug list`."""
+"""A third-party mindplug plugin: installing this distribution is all it takes to appear in `mindplug list`."""
 from setuptools import setup
 
 setup(
     name="mindplug-example",
     version="0.1.0",
-    description="Example third-party plugin for mindplug: a model, an optimizer and an augmentation",
+    description="A mindplug plugin: a model, an optimizer, a schedule, a loss, an augmentation and a dataset",
     packages=["mindplug_example"],
     python_requires=">=3.9",
     install_requires=["mindplug"],

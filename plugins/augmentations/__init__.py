@@ -29,7 +29,7 @@ _TRANSFORMS = [
     ("trivial_augment_wide", "TrivialAugmentWide: one op at a uniform magnitude", ("train", "policy")),
     ("augmix", "AugMix from a policy string such as augmix-m3-w3", ("train", "policy")),
     ("random_erasing", "erase a random box of the normalised CHW image", ("train", "tensor")),
-    ("normalize", "(x - mean) / std on 0..255 values, then HWC -> CHW float32", ("tensor",)),
+    ("normalize", "(x - mean) / std on 0..255 values, then HWC -> CHW float32", ("normalize",)),
     ("to_rgb", "grayscale to 3 channels (for 1-channel data and a 3-channel network)", ("channels",)),
     ("to_grayscale", "RGB to 1 channel (for colour data and a 1-channel network)", ("channels",)),
 ]

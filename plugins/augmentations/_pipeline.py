@@ -131,11 +131,39 @@ def recipe_eval_steps(cfg: Mapping[str, Any]) -> List[Step]:
     ]
 
 
-def build_transforms(cfg: Mapping[str, Any], *, is_training: bool, create: Optional[CreateFn] = None) -> List[Any]:
-    """The per-sample transforms of MindCV's pipeline for the keys in ``cfg``."""
+#: where added transforms go, in pipeline order: right after decoding (uint8 HWC), after the crops and
+#: flips (uint8 HWC), after the colour ops just before normalisation (uint8 HWC), after normalisation
+#: (float32 CHW)
+PLACES = ("decoded", "geometric", "photometric", "tensor")
+_GEOMETRIC = ("random_resized_crop", "hflip", "vflip", "resize_center_crop")
+
+
+def _insertion_points(names: Sequence[str]) -> Dict[str, int]:
+    """Index in the step list where each place's added transforms go."""
+    decoded = sum(1 for n in names if n in CHANNEL_STEPS.values())
+    geometric = max([i + 1 for i, n in enumerate(names) if n in _GEOMETRIC], default=decoded)
+    photometric = names.index("normalize") if "normalize" in names else len(names)
+    return {"decoded": decoded, "geometric": geometric, "photometric": photometric, "tensor": len(names)}
+
+
+def build_transforms(cfg: Mapping[str, Any], *, is_training: bool, create: Optional[CreateFn] = None,
+                     extra: Sequence[Tuple[str, Any]] = ()) -> List[Any]:
+    """The per-sample transforms of MindCV's pipeline for the keys in ``cfg``, with ``extra``
+    ``(place, transform)`` pairs inserted at their place (``PLACES``), in the order given."""
     stage = "train" if is_training else "eval"
     steps = recipe_train_steps(cfg) if is_training else recipe_eval_steps(cfg)
-    return _make(steps, create or _own_create, f"recipe {stage} pipeline")
+    ops = _make(steps, create or _own_create, f"recipe {stage} pipeline")
+    points = _insertion_points([name for name, _ in steps])
+    for place, _ in extra:
+        if place not in PLACES:
+            raise ConfigError(f"mindcv_pipeline: place {place!r} is not one of {', '.join(PLACES)}"
+                              f"{did_you_mean(str(place), PLACES)}")
+    out: List[Any] = []
+    for index in range(len(ops) + 1):
+        out += [op for place, op in extra if points[place] == index]
+        if index < len(ops):
+            out.append(ops[index])
+    return out
 
 
 def build_batch_transform(cfg: Mapping[str, Any], num_classes: int,
@@ -152,9 +180,11 @@ def build_batch_transform(cfg: Mapping[str, Any], num_classes: int,
 STAGES = ("train", "eval", "batch")
 
 
-def mindcv_pipeline(*, stage: str = "train", num_classes: Optional[int] = None, **keys: Any) -> Any:
+def mindcv_pipeline(*, stage: str = "train", num_classes: Optional[int] = None,
+                    extra: Sequence[Tuple[str, Any]] = (), **keys: Any) -> Any:
     """MindCV's pipeline of one stage from its recipe keys (``DEFAULTS`` lists them): 'train' and 'eval'
-    give per-sample transforms (uint8 HWC in, float32 CHW out), 'batch' the Mixup/CutMix transform or None."""
+    give per-sample transforms (uint8 HWC in, float32 CHW out) with ``extra`` ``(place, transform)`` pairs
+    inserted at their place (``PLACES``); 'batch' gives the Mixup/CutMix transform or None."""
     unknown = sorted(set(keys) - set(DEFAULTS))
     if unknown:
         from mindplug import ComponentArgumentError
@@ -169,4 +199,4 @@ def mindcv_pipeline(*, stage: str = "train", num_classes: Optional[int] = None, 
         if num_classes is None:
             raise ConfigError("mindcv_pipeline: the batch stage needs num_classes")
         return build_batch_transform(keys, num_classes)
-    return build_transforms(keys, is_training=stage == "train")
+    return build_transforms(keys, is_training=stage == "train", extra=extra)

@@ -1,4 +1,4 @@
-"""An augmentation that is a plain Python callable on HWC uint8 images."""
+"""An augmentation that is a plain Python callable on uint8 HWC images (it keeps that type)."""
 import numpy as np
 
 

@@ -1,4 +1,5 @@
-"""Sign SGD as a MindSpore optimizer, following mindplug's optimizer call convention."""
+"""Sign SGD as a MindSpore optimizer. The engine passes params and lr (a float, or one rate per step) and
+advances global_step after every update, so get_lr() follows the schedule."""
 import mindspore.nn as nn
 import mindspore.ops as ops
 
@@ -19,8 +20,8 @@ class SignSGD(nn.Optimizer):
         return True
 
 
-def signsgd(params, lr=0.01, *, weight_decay=0.0, weight_decay_filter="disable", loss_scale=1.0):
+def signsgd(params, lr=0.01, *, weight_decay=0.0, weight_decay_filter="disable"):
     """Step every weight by -lr * sign(gradient)."""
     if weight_decay_filter != "disable":
         raise ValueError("signsgd supports only weight_decay_filter='disable'")
-    return SignSGD(params, lr, weight_decay, loss_scale)
+    return SignSGD(params, lr, weight_decay)
