@@ -2,14 +2,33 @@
 
 A crash at any moment leaves either the old file or the new one, never a torn one; temp files a crash
 left behind are named ``.<name>.tmp-<pid>`` and ``clean_stale`` removes them on the next start.
+
+Fault injection for the crash tests: ``MINDPLUG_FAULT=<point>:<n>`` kills the process (SIGKILL, as a
+power cut would) at the n-th arrival at a write point, after the new file is written but before it replaces
+the old one; ``<point>.after:<n>`` right after the rename. The engine's points: config, runtime, classes,
+log, weights, best, best.commit, state.
 """
 from __future__ import annotations
 
 import glob
 import os
-from typing import Callable
+import signal
+from typing import Callable, Dict
 
 _TMP_MARK = ".tmp-"
+FAULT_ENV = "MINDPLUG_FAULT"
+_arrivals: Dict[str, int] = {}
+
+
+def fault_point(point: str) -> None:
+    """Kill the process here if ``MINDPLUG_FAULT`` names this point and arrival (a test hook)."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec or not point:
+        return
+    _arrivals[point] = _arrivals.get(point, 0) + 1
+    name, _, count = spec.rpartition(":")
+    if name == point and count.isdigit() and _arrivals[point] == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def temp_path(path: str) -> str:
@@ -19,7 +38,7 @@ def temp_path(path: str) -> str:
     return os.path.join(folder, f".{stem}{_TMP_MARK}{os.getpid()}{ext}")
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # some file systems cannot open a directory; the rename is still atomic
@@ -32,8 +51,9 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """``write(temp)`` creates the new file; it then atomically replaces ``path`` (the folder is created)."""
+def atomic_write(path: str, write: Callable[[str], None], *, point: str = "") -> None:
+    """``write(temp)`` creates the new file; it then atomically replaces ``path`` (the folder is created).
+    ``point`` names the write for fault injection."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = temp_path(path)
@@ -41,19 +61,21 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        fault_point(point)
         os.replace(tmp, path)
-        _fsync_dir(folder)
+        fsync_dir(folder)
+        fault_point(point + ".after" if point else "")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def atomic_write_text(path: str, text: str) -> None:
+def atomic_write_text(path: str, text: str, *, point: str = "") -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
 
-    atomic_write(path, write)
+    atomic_write(path, write, point=point)
 
 
 def clean_stale(folder: str) -> list[str]:
@@ -78,3 +100,19 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def probe_writable(folder: str, what: str) -> None:
+    """Create ``folder`` and write and remove a file in it now, so an unwritable output directory is an error
+    before any work, not after the first epoch."""
+    from ._errors import CheckpointError
+
+    probe = os.path.join(folder, f".write-probe{_TMP_MARK}{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"mindplug")
+        os.remove(probe)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write to {what} {folder!r}: {exc.strerror or exc}; choose a writable "
+                              f"--ckpt_save_dir") from None

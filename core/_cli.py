@@ -18,7 +18,7 @@ from ._errors import MindplugError, did_you_mean
 from ._registry import API_VERSION, Entry, Registry, default_registry, name_key
 from ._spec import KINDS
 
-ENGINE_COMMANDS = ("train", "validate", "predict", "export", "bench")
+ENGINE_COMMANDS = ("train", "validate", "predict", "export", "bench", "check-data")
 _PLURALS = {kind + ("es" if kind.endswith("s") else "s"): kind for kind in KINDS}
 
 

@@ -15,6 +15,7 @@ are formed, and an optional batch transform (Mixup/CutMix) maps ``(image, label)
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -22,6 +23,19 @@ import numpy as np
 from ._errors import ConfigError, DataError
 
 COLUMNS = ["image", "label"]
+_RAISED = re.compile(r"(?:mindplug\._errors\.)?\b(\w+Error): (.+)")
+
+
+def pipeline_error(exc: BaseException) -> Optional[Exception]:
+    """The mindplug error (e.g. a ``DataError`` naming an unreadable file) that a source or transform raised
+    inside MindSpore's dataset workers, which MindSpore re-raises as a RuntimeError with its traceback."""
+    from . import _errors
+
+    for name, message in reversed(_RAISED.findall(str(exc))):
+        cls = getattr(_errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, _errors.MindplugError):
+            return cls(message.strip())
+    return None
 
 
 class ShardSampler:

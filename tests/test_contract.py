@@ -237,7 +237,7 @@ def test_a_plugin_optimizer_follows_its_schedule_and_untaken_keys_are_reported(s
     warned = [line for line in proc.stdout.splitlines() if line.startswith("warning: ")]
     assert any("'aux_factor'" in line and "'example:focal'" in line for line in warned), proc.stdout[-2000:]
     assert any("'decay_epochs'" in line and "'example:linear_decay'" in line for line in warned)
-    strict = run(["mindplug", "train", "-c", cfg], env=_env(site, MINDPLUG_STRICT_PLUGINS="1"))
+    strict = run(["mindplug", "train", "-c", cfg, "--overwrite", "True"], env=_env(site, MINDPLUG_STRICT_PLUGINS="1"))
     assert strict.returncode == 2 and "Traceback" not in strict.stderr
     assert "'decay_epochs'" in strict.stderr and "MINDPLUG_STRICT_PLUGINS" in strict.stderr
 

@@ -119,6 +119,12 @@ def test_sigterm_saves_mid_epoch_and_resume_continues_exactly(uninterrupted, tmp
     assert f"1 epochs and {loop['step']} steps done" in resumed.stdout
     final = f"tinynet-3_{STEPS}.ckpt"
     _assert_same_weights(_state(folder, final), _state(uninterrupted["full_nodrop"], final))
+    with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
+        mine = json.load(handle)
+    with open(os.path.join(uninterrupted["full_nodrop"], "log.json"), encoding="utf-8") as handle:
+        theirs = json.load(handle)
+    # the interrupted epoch's mean loss covers all its steps, those before the stop included
+    np.testing.assert_allclose([r["train_loss"] for r in mine], [r["train_loss"] for r in theirs], rtol=1e-6)
     again = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg, "--resume"])
     assert again.returncode == 0 and "nothing to do" in again.stdout
 

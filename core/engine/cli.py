@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 from .._console import Parser, guarded
 from .build import TRACEBACK_ENV
-from .._errors import ConfigError, MindplugError
+from .._errors import ConfigError, DataError, MindplugError
 from .keys import COMPONENT_KEYS, SECTIONS, Resume, all_keys
 from .recipe import Recipe, choices_of, load_recipe, type_name, unknown_key
 
@@ -215,8 +215,23 @@ def cmd_export(argv: List[str]) -> int:
     return 0
 
 
+def cmd_check_data(argv: List[str]) -> int:
+    from .jobs import check_data
+
+    parser = _recipe_parser("check-data", "decode every image of the recipe's training and validation splits "
+                                          "and list the unreadable ones, before a long run")
+    parser.add_argument("--split", choices=("train", "val", "both"), default="both")
+    args, overrides = parse(parser, argv)
+    bad = check_data(load_recipe(args.config, overrides), splits=args.split)
+    if bad:
+        raise DataError(f"{bad} unreadable image(s), listed above: fix or delete them, or skip them with "
+                        f"--dataset.on_error skip")
+    return 0
+
+
 COMMANDS: Dict[str, Callable[[List[str]], int]] = {
     "train": cmd_train, "validate": cmd_validate, "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench,
+    "check-data": cmd_check_data,
 }
 
 

@@ -9,6 +9,38 @@ from typing import Any, Dict, List, Mapping, Optional
 from .._errors import DataError
 
 
+class Relabeled:
+    """A split whose classes are a subset of the training split's, with labels as the training split numbers
+    them (by class name): a class missing from one split cannot shift the others' labels."""
+
+    def __init__(self, source: Any, class_names: List[str]):
+        own = list(source.class_names)
+        self.source = source
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.index = [self.class_names.index(name) for name in own]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> Any:
+        image, label = self.source[index]
+        return image, self.index[int(label)]
+
+
+def align_classes(source: Any, class_names: Optional[List[str]], role: str) -> Any:
+    """``source`` with the training split's class numbering; a class the training split lacks is an error."""
+    own = list(getattr(source, "class_names", []) or [])
+    if not class_names or not own or own == list(class_names):
+        return source
+    unknown = [name for name in own if name not in class_names]
+    if unknown:
+        raise DataError(f"the {role} split has class(es) the training split does not: {', '.join(unknown[:8])}; "
+                        f"the network knows {len(class_names)} classes ({', '.join(class_names[:8])}"
+                        f"{', ...' if len(class_names) > 8 else ''}): remove them or train with them")
+    return Relabeled(source, list(class_names))
+
+
 class Subset:
     """The first ``n`` items of a source (``num_samples``), keeping its class names."""
 
@@ -49,7 +81,16 @@ class Pipeline:
     steps: int
 
     def batches(self) -> Any:
-        return self.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+        """The batches; an error a source raised inside MindSpore's workers comes out as that error."""
+        from mindplug._data import pipeline_error
+
+        try:
+            yield from self.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+        except RuntimeError as exc:
+            error = pipeline_error(exc)
+            if error is None:
+                raise
+            raise error from None
 
 
 @dataclass(frozen=True)

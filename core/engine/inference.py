@@ -74,6 +74,25 @@ def infer_num_classes(recipe: Recipe, ckpt_path: str, state: Optional[dict] = No
     raise CheckpointError(f"cannot tell how many classes {ckpt_path!r} has: pass --num_classes N")
 
 
+def trained_class_names(ckpt_path: str) -> Optional[List[str]]:
+    """The training split's class names a checkpoint carries (or its run's class_names.txt), if known."""
+    import json
+
+    import mindspore as ms
+
+    try:
+        found = ms.load_checkpoint(ckpt_path, choice_func=lambda name: name == st.CLASSES_KEY).get(st.CLASSES_KEY)
+    except Exception:  # noqa: BLE001 - older checkpoints carry no names; errors surface when loading weights
+        found = None
+    if isinstance(found, str):
+        return list(json.loads(found))
+    names = os.path.join(run_dir(ckpt_path), "class_names.txt")
+    if os.path.isfile(names):
+        with open(names, encoding="utf-8") as handle:
+            return [line.strip() for line in handle if line.strip()]
+    return None
+
+
 def class_names(ckpt_path: str, num_classes: int, names_file: Optional[str] = None) -> List[str]:
     """Names for each class index: a given file, the run's class_names.txt, ImageNet-1k's, or indices."""
     candidates = [names_file] if names_file else []

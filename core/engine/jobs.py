@@ -12,9 +12,10 @@ from typing import Any, List, Optional
 
 import numpy as np
 
+from .._atomic import probe_writable
 from .._errors import CheckpointError, ConfigError
 from . import build, state as st
-from .data import Batches, batches_for, class_names_of, steps_per_epoch
+from .data import Batches, align_classes, batches_for, class_names_of, steps_per_epoch
 from .keys import TrainSection
 from .recipe import Recipe
 from .runtime import Runtime, init_runtime, seed_everything
@@ -71,13 +72,23 @@ def training_job(recipe: Recipe) -> TrainingJob:
     if s.model.ckpt_path and resume is None and not os.path.isfile(s.model.ckpt_path):
         raise CheckpointError(f"ckpt_path {s.model.ckpt_path!r} does not exist; training would start from random "
                               f"weights. Fix the path or drop --ckpt_path")
+    if s.model.ckpt_path and s.model.pretrained and resume is None:
+        raise ConfigError("pass either --pretrained True (the model's registered weights) or --ckpt_path, not both")
+    folder = s.train.ckpt_save_dir
+    for where, what in ((folder, "ckpt_save_dir"), (os.path.join(folder, st.STATE_DIR), "the train-state folder")):
+        probe_writable(where, what)
+    if resume is None:  # before any rank joins the group (a barrier), so no rank has written yet
+        st.claim_run_dir(folder, s.train.overwrite)
     parts = build.resolve_all(recipe)
     model, dataset = parts["model"], parts["dataset"]
     runtime = init_runtime(s.runtime, notices=recipe.notices)
     train_source = build.open_split(s.data, s.data.train_split, role="training", resolved=dataset)
     names = list(getattr(train_source, "class_names", []) or [])
-    val_source = (build.open_split(s.data, s.data.val_split, role="validation", class_names=names or None,
-                                   resolved=dataset) if s.train.val_while_train else None)
+    val_source = None
+    if s.train.val_while_train:
+        val_source = build.open_split(s.data, s.data.val_split, role="validation", class_names=names or None,
+                                      resolved=dataset)
+        val_source = align_classes(val_source, names, "validation")
     num_classes = _num_classes(s.model.num_classes, train_source)
     steps = steps_per_epoch(len(train_source), s.data.batch_size, s.data.drop_remainder, runtime.world)
     updates = math.ceil(steps / s.train.gradient_accumulation_steps)
@@ -130,7 +141,7 @@ class EvaluationJob:
 def evaluation_job(recipe: Recipe) -> EvaluationJob:
     """``validate``: the checkpoint (or the model's pretrained weights) and the validation split; every
     missing or mismatched input fails here, before any data is read."""
-    from .inference import check_checkpoint, load_network
+    from .inference import check_checkpoint, load_network, trained_class_names
 
     s = recipe.sections
     build.select_plugins(s.runtime)
@@ -138,7 +149,9 @@ def evaluation_job(recipe: Recipe) -> EvaluationJob:
     if not s.model.pretrained or ckpt:
         check_checkpoint(ckpt)
     model = build.resolve(s.model.model, "model")
-    source = build.open_split(s.data, s.data.val_split, role="validation")
+    names = trained_class_names(ckpt) if ckpt else None
+    source = build.open_split(s.data, s.data.val_split, role="validation", class_names=names)
+    source = align_classes(source, names, "validation")
     runtime = init_runtime(s.runtime, notices=recipe.notices)
     if s.model.pretrained and not ckpt:
         weights = build.pretrained_weights(model)
@@ -222,3 +235,31 @@ def bench_job(recipe: Recipe, *, steps: int, train: bool) -> BenchJob:
                                           np.full(steps + 1, s.scheduler.lr, dtype=np.float32), recipe.given)
         _check_optimizer(optimizer)
     return BenchJob(runtime, model, net, loss_fn, optimizer, images, labels, s.train.loss_scale)
+
+
+def check_data(recipe: Recipe, *, splits: str = "both") -> int:
+    """``mindplug check-data``: decode every sample of the recipe's splits, print each unreadable one;
+    the number of unreadable samples."""
+    import sys
+
+    from .._errors import DataError
+
+    s = recipe.sections
+    build.select_plugins(s.runtime)
+    dataset = build.resolve(s.data.dataset, "dataset")
+    wanted = {"train": [s.data.train_split], "val": [s.data.val_split]}.get(splits,
+                                                                           [s.data.train_split, s.data.val_split])
+    bad = 0
+    for split in wanted:
+        source = build.open_split(s.data, split, role=split, resolved=dataset)
+        read = getattr(source, "load", None) or source.__getitem__  # load() never skips a bad file
+        failed = 0
+        for index in range(len(source)):
+            try:
+                read(index)
+            except DataError as exc:
+                failed += 1
+                print(f"unreadable: {exc}", file=sys.stderr)
+        bad += failed
+        print(f"split '{split}' of dataset '{dataset.id}': {len(source) - failed} of {len(source)} images readable")
+    return bad

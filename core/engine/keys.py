@@ -189,6 +189,8 @@ class TrainSection:
     resume_opt: bool = key(False, "with ckpt_path: also restore optimizer and schedule (= resume)")
     keep_checkpoint_max: int = key(10, "checkpoints to keep")
     ckpt_save_dir: str = key("./ckpt", "where checkpoints, logs and the resolved config go")
+    overwrite: bool = key(False, "start a new run in a ckpt_save_dir that holds another run, removing its files "
+                                 "(mindplug's addition; without it such a run is refused)")
     ckpt_save_interval: int = key(1, "save every this many epochs")
     ckpt_save_policy: Literal["latest_k", "top_k"] = key("latest_k",
                                                          "latest_k keeps the newest, top_k the most accurate")

@@ -2,28 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from .._console import render_table
-from .._errors import DataError
 
 
 def read_image(path: str) -> np.ndarray:
-    """An HWC uint8 array (C = 1 for grayscale files, else 3); a bad file is a DataError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    """An HWC uint8 array (C = 1 for grey files, else 3); a bad file is one DataError naming it."""
+    from .._images import read_image as read
 
-    if not os.path.isfile(path):
-        raise DataError(f"image file not found: {path!r}")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L") if image.mode in ("L", "1", "I;16", "I") else image.convert("RGB")
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot read image {path!r}: {exc}") from None
-    return array[:, :, None] if array.ndim == 2 else array
+    return read(path)
 
 
 def preprocess(transforms: Dict[str, Any], images: Sequence[np.ndarray]) -> np.ndarray:

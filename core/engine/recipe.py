@@ -456,4 +456,4 @@ def _check(values: Dict[str, Any]) -> None:
 
 def save_recipe(recipe: Recipe, path: str) -> None:
     """Write the resolved keys (atomically) so a run can be repeated or a checkpoint interpreted."""
-    atomic_write_text(path, yaml.safe_dump(recipe.to_plain(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(recipe.to_plain(), sort_keys=False), point="config")

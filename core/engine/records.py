@@ -16,13 +16,13 @@ def write_history(save_dir: str, history: Sequence[Dict[str, Any]]) -> None:
     columns: List[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
-    atomic_write_text(os.path.join(save_dir, "log.json"), json.dumps(list(history), indent=1) + "\n")
+    atomic_write_text(os.path.join(save_dir, "log.json"), json.dumps(list(history), indent=1) + "\n", point="log")
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\r\n")
     writer.writeheader()
     for row in history:
         writer.writerow({k: _cell(row.get(k)) for k in columns})
-    atomic_write_text(os.path.join(save_dir, "log.csv"), text.getvalue())
+    atomic_write_text(os.path.join(save_dir, "log.csv"), text.getvalue(), point="log")
     plot_history(history, os.path.join(save_dir, "curves.png"))
 
 
@@ -56,6 +56,6 @@ def plot_history(history: Sequence[Dict[str, Any]], path: str) -> None:
         right.legend(loc="best")
     fig.tight_layout()
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), point="log")
     finally:
         plt.close(fig)

@@ -21,6 +21,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from .._errors import CheckpointError
 
 META_KEY = "mindplug.train_state"
+#: text entries of weights and state files: the training split's class names (JSON), the best's epoch
+CLASSES_KEY = "mindplug.class_names"
+BEST_EPOCH_KEY = "mindplug.best_epoch"
 STATE_DIR = "state"
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^(?P<model>.+)-(?P<epoch>\d+)_(?P<step>\d+)\.ckpt$")
@@ -42,6 +45,8 @@ class LoopState:
     num_classes: int = 0
     best_metric: Optional[float] = None
     best_epoch: Optional[int] = None
+    loss_sum: float = 0.0  # the training loss summed over the steps of the epoch so far, and their count
+    loss_steps: int = 0
     history: List[Dict[str, Any]] = field(default_factory=list)
     saved: List[str] = field(default_factory=list)
     format: int = FORMAT_VERSION
@@ -59,13 +64,47 @@ class LoopState:
         return cls(**known)
 
 
-def atomic_save(entries: Any, path: str, append: Optional[Dict[str, Any]] = None) -> None:
+def atomic_save(entries: Any, path: str, append: Optional[Dict[str, Any]] = None, point: str = "") -> None:
     """``mindspore.save_checkpoint`` through the one atomic writer (temp file, fsync, rename)."""
     import mindspore as ms
 
     from .._atomic import atomic_write
 
-    atomic_write(path, lambda tmp: ms.save_checkpoint(entries, tmp, append_dict=append))
+    atomic_write(path, lambda tmp: ms.save_checkpoint(entries, tmp, append_dict=append), point=point)
+
+
+def best_path(folder: str, model: str) -> str:
+    return os.path.join(folder, f"{model.replace(':', '_')}-best.ckpt")
+
+
+def next_best_path(folder: str, model: str) -> str:
+    """Where a new best is written before the state that records it commits it."""
+    return os.path.join(folder, f".{model.replace(':', '_')}-best.next.ckpt")
+
+
+def commit_best(folder: str, model: str) -> None:
+    from .._atomic import fault_point, fsync_dir
+
+    fault_point("best.commit")
+    os.replace(next_best_path(folder, model), best_path(folder, model))
+    fsync_dir(folder)
+
+
+def recover_best(folder: str, model: str, best_epoch: Optional[int]) -> None:
+    """After a crash: a next best that the last state committed becomes the best; any other is dropped."""
+    pending = next_best_path(folder, model)
+    if not os.path.isfile(pending):
+        return
+    try:
+        import mindspore as ms
+
+        epoch = ms.load_checkpoint(pending, choice_func=lambda name: name == BEST_EPOCH_KEY).get(BEST_EPOCH_KEY)
+    except Exception:  # noqa: BLE001 - an unreadable pending file was never committed
+        epoch = None
+    if best_epoch is not None and str(epoch) == str(best_epoch):
+        commit_best(folder, model)
+    else:
+        os.remove(pending)
 
 
 def entries_of(params: Sequence[Any], prefix: str = "") -> List[Dict[str, Any]]:
@@ -147,8 +186,31 @@ def resolve_resume(resume: Any, ckpt_path: str, resume_opt: bool, save_dir: str)
     sibling = state_path_for(path)
     if os.path.abspath(sibling) != os.path.abspath(path) and os.path.isfile(sibling):
         path = sibling  # a weights file: continue from the state saved with it
-    loop, params = read_state(path)
+    try:
+        loop, params = read_state(path)
+    except CheckpointError as exc:
+        older = _older_readable(save_dir, path) if resume is True else None
+        if older is None:
+            raise
+        raise CheckpointError(f"{exc}; an older train state is readable: continue from it with --resume {older}, "
+                              f"or delete the damaged file") from None
     return ResumePoint(path, loop, params)
+
+
+def _older_readable(save_dir: str, damaged: str) -> Optional[str]:
+    """The newest readable state in ``save_dir/state`` other than ``damaged``."""
+    candidates = []
+    for path in glob.glob(os.path.join(save_dir, STATE_DIR, "*.ckpt")):
+        match = _NAME.match(os.path.basename(path))
+        if match and os.path.abspath(path) != os.path.abspath(damaged):
+            candidates.append(((int(match["epoch"]), int(match["step"])), path))
+    for _, path in sorted(candidates, reverse=True):
+        try:
+            read_state(path)
+            return path
+        except CheckpointError:
+            continue
+    return None
 
 
 def prune(save_dir: str, keep: int, saved: List[str], scores: Dict[str, float], policy: str) -> List[str]:
@@ -167,3 +229,30 @@ def prune(save_dir: str, keep: int, saved: List[str], scores: Dict[str, float], 
             if os.path.exists(path):
                 os.remove(path)
     return kept
+
+
+#: the files a run writes into its ckpt_save_dir (besides checkpoints)
+RUN_FILES = ("config.yaml", "runtime.yaml", "class_names.txt", "log.csv", "log.json", "curves.png")
+
+
+def run_files(folder: str) -> List[str]:
+    """The files of an earlier run in ``folder``: its records, weights files and train states."""
+    found = [os.path.join(folder, n) for n in RUN_FILES if os.path.isfile(os.path.join(folder, n))]
+    found += sorted(glob.glob(os.path.join(glob.escape(folder), "*.ckpt")))
+    found += sorted(glob.glob(os.path.join(glob.escape(folder), STATE_DIR, "*.ckpt")))
+    found += sorted(glob.glob(os.path.join(glob.escape(folder), ".*-best.next.ckpt")))
+    return found
+
+
+def claim_run_dir(folder: str, overwrite: bool) -> None:
+    """A fresh run never replaces another run's files silently: refused, or (``overwrite``) removed first."""
+    found = run_files(folder)
+    if not found:
+        return
+    if not overwrite:
+        shown = ", ".join(os.path.relpath(p, folder) for p in found[:4]) + (" ..." if len(found) > 4 else "")
+        raise CheckpointError(f"ckpt_save_dir {folder!r} already holds a run ({shown}): continue it with --resume "
+                              f"True, write the new run elsewhere with --ckpt_save_dir DIR, or replace the old one "
+                              f"with --overwrite True")
+    for path in found:
+        os.remove(path)

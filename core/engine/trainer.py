@@ -10,6 +10,7 @@ seed.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 
 from .._atomic import atomic_write_text, clean_stale
-from .._errors import CheckpointError
+from .._errors import CheckpointError, DataError
 from . import state as st
 from .jobs import TrainingJob, training_job
 from .recipe import Recipe, save_recipe
@@ -175,21 +176,31 @@ class Trainer:
         LOG.info(f"resuming from {path}: {loop.epoch} epochs and {loop.step} steps done, "
                  f"{self.cfg.epoch_size - loop.epoch} epochs to go")
 
-    def _save(self, epoch_number: int, step: int, *, weights_from_ema: bool) -> str:
-        """Write weights + state for the current position (rank 0 only); returns the weights file name."""
+    def _save(self, epoch_number: int, step: int, *, best: bool = False) -> str:
+        """Write the weights of the current position, then (if ``best``) the next best weights, then the
+        state, which commits both; only then does the next best replace the best (rank 0 only). A crash at any
+        point leaves the last committed state, and its best checkpoint, whole (``st.recover_best``)."""
         name = st.checkpoint_name(self.model_name, epoch_number, step)
         if not self.rt.is_main:
             return name
         folder = self.cfg.ckpt_save_dir
         if name not in self.loop.saved:
             self.loop.saved.append(name)
-        st.atomic_save(self._state_entries(), os.path.join(folder, st.STATE_DIR, name),
-                       append={st.META_KEY: self.loop.to_json()})
-        st.atomic_save(self._deploy_entries(weights_from_ema), os.path.join(folder, name))
+        meta = {st.CLASSES_KEY: json.dumps(self.job.class_names)}
+        weights = self._deploy_entries()
+        st.atomic_save(weights, os.path.join(folder, name), append=meta, point="weights")
+        if best:
+            st.atomic_save(weights, st.next_best_path(folder, self.model_name), point="best",
+                           append={**meta, st.BEST_EPOCH_KEY: str(self.loop.best_epoch)})
+        st.atomic_save(self._state_entries(), os.path.join(folder, st.STATE_DIR, name), point="state",
+                       append={st.META_KEY: self.loop.to_json(), **meta})
+        if best:
+            st.commit_best(folder, self.model_name)
         return name
 
-    def _deploy_entries(self, from_ema: bool) -> List[Dict[str, Any]]:
-        if from_ema and self.ema is not None:
+    def _deploy_entries(self) -> List[Dict[str, Any]]:
+        """What a weights file holds: the network's parameters, the EMA weights when EMA is on."""
+        if self.ema is not None:
             shadow = {p.name[len("ema."):]: p for p in self.ema.shadow}
             return [{"name": p.name, "data": (shadow.get(p.name, p)).value().copy()}
                     for p in self.net.get_parameters()]
@@ -209,7 +220,10 @@ class Trainer:
                  f"{cfg.epoch_size}, {self.rt.mode_name} mode on {self.rt.device}")
         with _stop_signals() as stop:
             for epoch in range(loop.epoch, cfg.epoch_size):
-                code = self._epoch(epoch, stop)
+                try:
+                    code = self._epoch(epoch, stop)
+                except DataError as exc:  # an unreadable image mid-run: keep what was trained, then one line
+                    raise DataError(f"{exc}; {self._stopped_on_data(epoch)}") from None
                 if code:
                     return code
         if loop.best_metric is not None:
@@ -225,10 +239,12 @@ class Trainer:
         os.makedirs(folder, exist_ok=True)
         clean_stale(folder)
         clean_stale(os.path.join(folder, st.STATE_DIR))
+        st.recover_best(folder, self.model_name, self.loop.best_epoch)
         save_recipe(self.job.recipe, os.path.join(folder, "config.yaml"))
-        atomic_write_text(os.path.join(folder, "runtime.yaml"),
-                          yaml.safe_dump(self.rt.to_dict(), sort_keys=False))
-        atomic_write_text(os.path.join(folder, "class_names.txt"), "\n".join(self.job.class_names) + "\n")
+        atomic_write_text(os.path.join(folder, "runtime.yaml"), yaml.safe_dump(self.rt.to_dict(), sort_keys=False),
+                          point="runtime")
+        atomic_write_text(os.path.join(folder, "class_names.txt"), "\n".join(self.job.class_names) + "\n",
+                          point="classes")
 
     def _epoch(self, epoch: int, stop: Dict[str, int]) -> int:
         import mindspore as ms
@@ -242,7 +258,8 @@ class Trainer:
         self.net.set_train(True)
         progress = Progress(cfg.progress, self.steps, skip, f"epoch {epoch + 1}/{cfg.epoch_size}",
                             cfg.log_interval, self.rt.is_main)
-        losses: List[float] = []
+        if not skip:
+            loop.loss_sum, loop.loss_steps = 0.0, 0  # a resumed epoch keeps the sum of its first steps
         overflows = 0
         start = time.perf_counter()
         seen = 0
@@ -255,7 +272,7 @@ class Trainer:
             if cell is apply and self.ema is not None:
                 self.ema()
             loss_value = float(loss.asnumpy())
-            losses.append(loss_value)
+            loop.loss_sum, loop.loss_steps = loop.loss_sum + loss_value, loop.loss_steps + 1
             overflows += 0 if bool(finite.asnumpy()) else 1
             seen += images.shape[0]
             loop.step = index + 1
@@ -269,9 +286,10 @@ class Trainer:
         elapsed = time.perf_counter() - start
         loop.epoch, loop.step = epoch + 1, 0
         record: Dict[str, Any] = {"epoch": epoch + 1, "lr": self._current_lr(),
-                                  "train_loss": float(np.mean(losses)) if losses else None,
+                                  "train_loss": loop.loss_sum / loop.loss_steps if loop.loss_steps else None,
                                   "epoch_seconds": round(elapsed, 3), "img_per_s": round(seen * self.rt.world
                                                                                        / max(elapsed, 1e-9), 2)}
+        loop.loss_sum, loop.loss_steps = 0.0, 0
         if overflows:
             record["overflow_steps"] = overflows
         validate = self.job.val_source is not None and (
@@ -328,12 +346,9 @@ class Trainer:
         better = metric is not None and (loop.best_metric is None or metric > loop.best_metric)
         if better:
             loop.best_metric, loop.best_epoch = metric, epoch_number
-        name = self._save(epoch_number, self.steps, weights_from_ema=True)
+        name = self._save(epoch_number, self.steps, best=better)
         if not self.rt.is_main:
             return
-        if better:
-            st.atomic_save(self._deploy_entries(True),
-                           os.path.join(cfg.ckpt_save_dir, f"{self.model_name.replace(':', '_')}-best.ckpt"))
         scores = {r_name: r.get("val_top1") for r_name, r in self._scores().items()}
         loop.saved = st.prune(cfg.ckpt_save_dir, cfg.keep_checkpoint_max, loop.saved,
                               {k: v for k, v in scores.items() if v is not None}, cfg.ckpt_save_policy)
@@ -342,12 +357,23 @@ class Trainer:
     def _scores(self) -> Dict[str, Dict[str, Any]]:
         return {st.checkpoint_name(self.model_name, r["epoch"], self.steps): r for r in self.loop.history}
 
+    def _stopped_on_data(self, epoch: int) -> str:
+        """Save the position a data error stopped the run at; the second line of its message."""
+        if self.loop.epoch > epoch:  # in validation: the epoch's training is complete, keep it
+            name = self._save(epoch + 1, self.steps)
+            where = f"while validating epoch {epoch + 1}"
+        else:
+            name = self._save(epoch + 1, self.loop.step)
+            where = f"at epoch {epoch + 1} step {self.loop.step}"
+        state = os.path.join(self.cfg.ckpt_save_dir, st.STATE_DIR, name)
+        return f"the run stopped {where}: state saved to {state}; continue with --resume once the data is fixed"
+
     def _interrupted(self, epoch_number_or_index: int, signum: int, saved: bool = False) -> int:
         sig = signal.Signals(signum).name
         if saved:
             name = st.checkpoint_name(self.model_name, epoch_number_or_index, self.steps)
         else:
-            name = self._save(epoch_number_or_index + 1, self.loop.step, weights_from_ema=True)
+            name = self._save(epoch_number_or_index + 1, self.loop.step)
         where = os.path.join(self.cfg.ckpt_save_dir, st.STATE_DIR, name)
         LOG.warning(f"stopped by {sig}: state saved to {where}; continue with --resume (or --resume {where})")
         return 128 + int(signum)

@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import List, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from mindplug._errors import DataError
+from mindplug._images import read_image
 
 LOG = logging.getLogger(__name__)
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif")
 LAYOUT = ("expected layout:\n  {root}/\n    {split}/\n      <class_a>/img001.jpg ...\n"
           "      <class_b>/img002.png ...")
-_MODES = {1: "L", 3: "RGB"}
 _ON_ERROR = ("raise", "skip")
+SKIP_HINT = ("; fix or delete the file, or skip unreadable files with on_error='skip' (command line: "
+             "--dataset.on_error skip; `mindplug check-data -c RECIPE` lists them all)")
 
 
 class ImageFolder:
@@ -34,7 +35,7 @@ class ImageFolder:
     def __init__(self, data_dir: str | os.PathLike, split: str, *, split_dir: str | None = None,
                  class_names: Sequence[str] | None = None, in_channels: int = 3,
                  extensions: Sequence[str] = EXTENSIONS, on_error: str = "raise") -> None:
-        if in_channels not in _MODES:
+        if in_channels not in (1, 3):
             raise DataError(f"image_folder: in_channels must be 1 or 3, got {in_channels}")
         if on_error not in _ON_ERROR:
             raise DataError(f"image_folder: on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -55,16 +56,22 @@ class ImageFolder:
                             f"class_names; add them or remove the directories")
         suffixes = tuple(e.lower() for e in extensions)
         samples: List[Tuple[str, int]] = []
+        empty = []
         for label, name in enumerate(self.class_names):
             class_dir = folder / name
             if class_dir.is_dir():
                 files = sorted(f for f in os.listdir(class_dir) if f.lower().endswith(suffixes))
                 samples.extend((str(class_dir / f), label) for f in files)
+                if not files:
+                    empty.append(str(class_dir))
+        if empty and class_names is None:  # a class taken from the folders must have images
+            raise DataError(f"image_folder: class folder(s) without images ({', '.join(suffixes)}): "
+                            f"{', '.join(empty)}; add images or remove the folder(s)")
         if not samples:
             raise DataError(f"image_folder: no images ({', '.join(suffixes)}) under {folder}; {layout}")
         self.samples = samples
         self.num_classes = len(self.class_names)
-        self.mode = _MODES[in_channels]
+        self.channels = in_channels
         self.on_error = on_error
         self.skipped: set[str] = set()
         self._lock = threading.Lock()
@@ -74,15 +81,9 @@ class ImageFolder:
         return len(self.samples)
 
     def load(self, index: int) -> Tuple[np.ndarray, int]:
-        """Decode one sample; errors name the file."""
+        """Decode one sample (any Pillow mode: 16-bit grey is scaled, not clipped); errors name the file."""
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert(self.mode))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise DataError(f"image_folder: cannot decode image {path}: {exc}; fix or delete the file, "
-                            f"or set on_error='skip'") from None
-        return (array[:, :, None] if array.ndim == 2 else array), label
+        return read_image(path, self.channels, hint=SKIP_HINT), label
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, int]:
         if self.on_error == "raise":
