@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from test_engine import recipe, run  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_external_plugins import write_dist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "plugin-template"
@@ -121,24 +122,11 @@ def nameless(*, data_dir=None, split="train"):
 '''
 
 
-def _dist(base: Path, dist: str, package: str, files: dict) -> Path:
-    folder = base / dist
-    (folder / package).mkdir(parents=True)
-    (folder / "setup.py").write_text(textwrap.dedent(f"""
-        from setuptools import setup
-        setup(name="{dist}", version="1.0", packages=["{package}"],
-              entry_points={{"mindplug.plugins": ["{package} = {package}"]}})
-    """))
-    for name, text in files.items():
-        (folder / package / name).write_text(textwrap.dedent(text))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("contract")
-    plain = _dist(base, "plain-plugin", "plain_plugin", {"__init__.py": PLAIN, "net.py": PLAIN_NET})
-    wrong = _dist(base, "wrong-plugin", "wrong_plugin", {"__init__.py": WRONG, "parts.py": WRONG_PARTS})
+    plain = write_dist(base, "plain-plugin", "plain_plugin", {"__init__.py": PLAIN, "net.py": PLAIN_NET}, "1.0")
+    wrong = write_dist(base, "wrong-plugin", "wrong_plugin", {"__init__.py": WRONG, "parts.py": WRONG_PARTS}, "1.0")
     template = base / "template"  # a copy keeps pip's build files out of the source tree
     shutil.copytree(TEMPLATE, template, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = base / "site"

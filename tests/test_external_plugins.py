@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
@@ -14,16 +15,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "plugin-template"
 
 
-def _write_dist(base: Path, dist: str, package: str, body: str) -> Path:
+def write_dist(base: Path, dist: str, package: str, files: Dict[str, str], version: str = "0.7") -> Path:
+    """A plugin distribution whose entry point (named after the package) is the package itself."""
     folder = base / dist
     (folder / package).mkdir(parents=True)
     (folder / "setup.py").write_text(textwrap.dedent(f"""
         from setuptools import setup
-        setup(name="{dist}", version="0.7", packages=["{package}"],
+        setup(name="{dist}", version="{version}", packages=["{package}"],
               entry_points={{"mindplug.plugins": ["{package} = {package}"]}})
     """))
-    (folder / package / "__init__.py").write_text(textwrap.dedent(body))
+    for name, text in files.items():
+        (folder / package / name).write_text(textwrap.dedent(text))
     return folder
+
+
+def _write_dist(base: Path, dist: str, package: str, body: str) -> Path:
+    return write_dist(base, dist, package, {"__init__.py": body})
 
 
 @pytest.fixture(scope="module")
