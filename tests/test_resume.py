@@ -40,6 +40,11 @@ def _state(folder: str, name: str) -> dict:
     return {k: (v if isinstance(v, str) else v.asnumpy()) for k, v in params.items()}
 
 
+def _log(folder: str) -> list:
+    with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def _assert_same_weights(a: dict, b: dict) -> None:
     tensors = [k for k in a if not isinstance(a[k], str)]
     assert set(tensors) == {k for k in b if not isinstance(b[k], str)}
@@ -83,10 +88,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(uninterrupted, tmp_p
     assert "epoch 1/3" not in resumed.stdout  # only the remaining epochs
     final = f"tinynet-3_{STEPS}.ckpt"
     _assert_same_weights(_state(folder, final), _state(uninterrupted["full"], final))
-    with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
-        mine = json.load(handle)
-    with open(os.path.join(uninterrupted["full"], "log.json"), encoding="utf-8") as handle:
-        theirs = json.load(handle)
+    mine, theirs = _log(folder), _log(uninterrupted["full"])
     assert [r["epoch"] for r in mine] == [1, 2, 3]
     assert [r["lr"] for r in mine] == [r["lr"] for r in theirs]  # the same learning-rate sequence
     # the logged mean loss goes through a multi-threaded reduction: equal to float32 rounding
@@ -119,10 +121,7 @@ def test_sigterm_saves_mid_epoch_and_resume_continues_exactly(uninterrupted, tmp
     assert f"1 epochs and {loop['step']} steps done" in resumed.stdout
     final = f"tinynet-3_{STEPS}.ckpt"
     _assert_same_weights(_state(folder, final), _state(uninterrupted["full_nodrop"], final))
-    with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
-        mine = json.load(handle)
-    with open(os.path.join(uninterrupted["full_nodrop"], "log.json"), encoding="utf-8") as handle:
-        theirs = json.load(handle)
+    mine, theirs = _log(folder), _log(uninterrupted["full_nodrop"])
     # the interrupted epoch's mean loss covers all its steps, those before the stop included
     np.testing.assert_allclose([r["train_loss"] for r in mine], [r["train_loss"] for r in theirs], rtol=1e-6)
     again = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg, "--resume"])
