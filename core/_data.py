@@ -9,13 +9,21 @@ The source (``len(src)``, ``src[i] -> (HWC uint8 image, int label)``) is read th
 - the order of epoch ``e`` is a pure function of ``(seed, e)``: every rank draws the same permutation,
   and a resumed run can ask for the order of any epoch.
 
-Per-sample transforms then run in ``map`` (MindSpore ops in C++, Python callables in threads), batches
-are formed, and an optional batch transform (Mixup/CutMix) maps ``(image, label)`` to soft labels.
+The sampler hands out the same indices on each of three paths (``Feed.path``):
+
+- ``files``: a source that lists its image files (``_fast_sources``) is read as encoded bytes, decoded and
+  cropped by MindSpore's C++ ops; a file the C++ decoder may not be given goes through ``src[i]``;
+- ``arrays``: a source that exposes whole arrays is read row by row from them, with no call into it;
+- ``python``: any other source, ``src[i]`` in threads.
+
+Per-sample transforms then run in ``map`` stages (MindSpore ops in C++ threads, Python callables in worker
+processes, ``_map_stages``), batches are formed, and an optional batch transform (Mixup/CutMix) maps
+``(image, label)`` to soft labels.
 """
 from __future__ import annotations
 
-import os
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -134,22 +142,106 @@ def _default_transforms() -> List[Any]:
     return [msv.HWC2CHW(), mst.TypeCast(ms.float32)]
 
 
-def make_mindspore_dataset(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int] = None,
-                           shard_id: Optional[int] = None, num_parallel_workers: int = 2,
-                           transforms: Optional[Sequence[Any]] = None, batch_size: int = 32,
-                           drop_remainder: bool = False,
-                           batch_transform: Optional[Callable[..., Any]] = None,
-                           equal_shards: bool = False, start_epoch: int = 0, channels: Optional[int] = None,
-                           check: Optional[Callable[[np.ndarray], None]] = None) -> Any:
-    """A batched ``mindspore.dataset`` with columns ``image`` (float32 NCHW) and ``label``.
+@dataclass
+class Feed:
+    """A batched pipeline, the path it reads its source by, and what it takes to continue after the C++
+    decoder refuses a file (``files`` path): the rows served, the pass's order, its decode op, and a
+    rebuild of the rest of the pass from a position in that order."""
+
+    dataset: Any
+    path: str
+    rows: Any = None
+    order: Any = None
+    decode: Any = None
+    rebuild: Optional[Callable[[int], Any]] = None
+    limit: Optional[int] = None
+
+    def take(self, count: int) -> "Feed":
+        """At most ``count`` batches per pass."""
+        self.dataset, self.limit = self.dataset.take(count), int(count)
+        return self
+
+    def batches(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """One pass of numpy ``(images, labels)`` batches. An error a source raised in MindSpore's workers
+        comes out as that error; a file the C++ decoder refuses is traced, decoded through ``src[i]`` (whose
+        ``on_error`` applies: one error naming the file, or the file skipped) and the pass continues."""
+        dataset, start, done, batches = self.dataset, 0, 0, 0
+        while True:
+            if self.rows is not None:
+                self.rows.restart()
+            iterator = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+            try:
+                for images, labels in iterator:
+                    yield images, labels
+                    done, batches = done + int(labels.shape[0]), batches + 1
+                return
+            except RuntimeError as exc:
+                error = pipeline_error(exc)
+                if error is not None:
+                    raise error from None
+                if self.rebuild is None or not self._retrace(start, done):
+                    raise
+                start, done = start + done, 0
+                dataset = self.rebuild(start)
+                if self.limit is not None:
+                    dataset = dataset.take(self.limit - batches)
+            finally:
+                iterator.stop()
+
+    def _retrace(self, start: int, done: int) -> bool:
+        """Find the file in flight the C++ decoder refuses and send it through ``src[i]`` from now on; False
+        when none is refused (the failure was something else)."""
+        rows = self.rows
+        if rows.head != self.order[start:start + len(rows.head)].tolist():
+            return False  # not the order this feed expected: nothing safe to restart from
+        index = rows.first_failure(self.order[start + done:start + rows.served], self.decode)
+        if index is None or index in rows.python:
+            return False  # nothing refused, or refused again: no progress to be made
+        rows.python.add(index)
+        rows.source[index]  # raises the source's own error naming the file, unless it can read or skip it
+        return True
+
+
+class _Positions:
+    """A fixed list of indices, the same on every iteration: the rest of a pass restarted part-way."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        self.indices = [int(i) for i in indices]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_mindspore_dataset(source: Any, **options: Any) -> Any:
+    """A batched ``mindspore.dataset`` with columns ``image`` (float32 NCHW) and ``label``; the keywords
+    are ``make_feed``'s. Iterate ``make_feed(...).batches()`` instead to have decode failures of the C++
+    path traced to their file."""
+    return make_feed(source, **options).dataset
+
+
+def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int] = None,
+              shard_id: Optional[int] = None, num_parallel_workers: int = 2,
+              transforms: Optional[Sequence[Any]] = None, batch_size: int = 32, drop_remainder: bool = False,
+              batch_transform: Optional[Callable[..., Any]] = None, equal_shards: bool = False,
+              start_epoch: int = 0, channels: Optional[int] = None,
+              check: Optional[Callable[[np.ndarray], None]] = None, fast: bool = True) -> Feed:
+    """The pipeline of ``source`` with columns ``image`` (float32 NCHW) and ``label``.
 
     ``label`` is int32 ``[N]``, or float32 ``[N, C]`` soft labels after a batch transform. ``channels``
-    converts every image to the network's channel count first; ``check(image)`` sees the first one. ``seed`` also
-    seeds MindSpore's random ops and Python's/numpy's global generators (``ds.config.set_seed``), which
-    the Python transforms draw from; with several workers their per-sample draws are not reproducible,
-    the sample order and shards always are.
+    converts every image to the network's channel count first; ``check(image)`` sees the first one, as
+    ``src[0]`` gives it. ``seed`` also seeds MindSpore's random ops and Python's/numpy's global generators
+    (``ds.config.set_seed``; worker processes get ``seed + worker``), which the transforms draw from; with
+    several workers their per-sample draws are not reproducible, the sample order and shards always are.
+    ``fast=False`` builds the pipeline as it was before the fast paths, their reference: every source read
+    through ``src[i]``, every transform as given, in one ``map`` in threads.
     """
     import mindspore.dataset as ds
+
+    from ._fast_sources import ArrayRows, FileRows, array_channels, array_pair, file_list
+    from ._map_stages import Stage, apply_stages, decode_steps, resolve_hints, split_stages, usable_cpus
 
     shards, shard = _check_shards(num_shards, shard_id)
     if batch_size < 1:
@@ -163,20 +255,48 @@ def make_mindspore_dataset(source: Any, *, shuffle: bool, seed: int, num_shards:
         raise DataError(f"dataset source {source!r} is empty")
     if rows < shards:
         raise DataError(f"dataset source {source!r} has {rows} samples, fewer than num_shards={shards}")
-    workers = max(1, min(int(num_parallel_workers), os.cpu_count() or 1))
-    rows_source = _Rows(source, channels)
+    workers = max(1, min(int(num_parallel_workers), usable_cpus()))
     if check is not None:  # before the pipeline exists: a bad step is a clear error, not a graph failure
-        check(rows_source[0][0])
+        check(_Rows(source, channels)[0][0])
     ds.config.set_seed(int(seed))
-    sampler = ShardSampler(rows, shuffle=shuffle, seed=seed, num_shards=shards, shard_id=shard,
-                           equal_shards=equal_shards, start_epoch=start_epoch)
-    data = ds.GeneratorDataset(rows_source, column_names=COLUMNS, sampler=sampler,
-                               num_parallel_workers=workers, python_multiprocessing=False)
     operations = list(transforms) if transforms else _default_transforms()
-    data = data.map(operations=operations, input_columns="image", num_parallel_workers=workers,
-                    python_multiprocessing=False)
-    data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
-    if batch_transform is not None:
-        data = data.map(operations=batch_transform, input_columns=COLUMNS, output_columns=COLUMNS,
-                        num_parallel_workers=1, python_multiprocessing=False)
-    return data
+
+    def sampler() -> ShardSampler:
+        return ShardSampler(rows, shuffle=shuffle, seed=seed, num_shards=shards, shard_id=shard,
+                            equal_shards=equal_shards, start_epoch=start_epoch)
+
+    def finish(data: Any, ops: Sequence[Any]) -> Any:
+        data = apply_stages(data, split_stages(ops) if fast else [Stage(list(ops), False)], workers)
+        data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
+        if batch_transform is not None:
+            data = data.map(operations=batch_transform, input_columns=COLUMNS, output_columns=COLUMNS,
+                            num_parallel_workers=1, python_multiprocessing=False)
+        return data
+
+    samples = file_list(source) if fast else None
+    grey = getattr(source, "channels", None) == 1
+    target = channels or getattr(source, "channels", None)
+    if samples is not None and target in (1, 3):
+        ops = decode_steps(resolve_hints(operations, target), grey=grey, channels=target)
+        file_rows = FileRows(source, samples)
+        first = sampler()  # one Python thread reads the files: more would only contend for the GIL
+        data = ds.GeneratorDataset(file_rows, column_names=COLUMNS, sampler=first, num_parallel_workers=1,
+                                   python_multiprocessing=False)
+        order = first.indices(first.epoch)  # the pass's order (MindSpore's argument checks iterate the sampler)
+
+        def rest(start: int) -> Any:
+            data = ds.GeneratorDataset(file_rows, column_names=COLUMNS, sampler=_Positions(order[start:]),
+                                       num_parallel_workers=1, python_multiprocessing=False)
+            return finish(data, ops)
+
+        return Feed(finish(data, ops), "files", file_rows, order, ops[0], rest)
+    pair = array_pair(source) if fast else None
+    if pair is not None:
+        images = array_channels(pair[0], channels)
+        data = ds.GeneratorDataset(ArrayRows(images, pair[1]), column_names=COLUMNS, sampler=sampler(),
+                                   num_parallel_workers=1, python_multiprocessing=False)
+        return Feed(finish(data, resolve_hints(operations, images.shape[3])), "arrays")
+    data = ds.GeneratorDataset(_Rows(source, channels), column_names=COLUMNS, sampler=sampler(),
+                               num_parallel_workers=workers, python_multiprocessing=False)
+    ops = resolve_hints(operations, channels) if channels and fast else operations
+    return Feed(finish(data, ops), "python")

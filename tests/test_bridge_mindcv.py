@@ -396,3 +396,25 @@ def test_a_mindcv_without_a_shipped_catalogue_is_a_clear_plugin_failure(site):
     """)
     assert "ships model catalogues for MindCV 0.3.0, but MindCV 9.9.9 is installed" in out.stdout, out.stderr
     assert "tools/generate.py" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_zoos_resnet18_trains_on_the_sample_and_validates_exactly(site, tmp_path):
+    """The bridge's own recipe, shortened: MindCV's ResNet-18 on mindplug's kernels learns the embedded
+    Fashion-MNIST sample far above chance, and `mindplug validate` gives the best epoch's figures again."""
+    recipe = BRIDGE / "configs" / "resnet18_fashion_mnist_sample.yaml"
+    out = tmp_path / "run"
+    common = ["-c", str(recipe), "--num_samples", "1000", "--ckpt_save_dir", str(out)]
+    train = _run(site, "train", *common, "--epoch_size", "4", "--decay_epochs", "3", "--progress", "none",
+                 timeout=1200)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+    first = next(line for line in train.stdout.splitlines() if line.startswith("training "))
+    on_kernels = first.rpartition(", ")[2]  # "42/52 layers on the C++ kernels"
+    assert on_kernels.endswith("layers on the C++ kernels") and not on_kernels.startswith("0/"), first
+    history = json.loads((out / "log.json").read_text())
+    best = max(row["val_top1"] for row in history)
+    assert best > 50.0, history  # chance is 10%
+    check = _run(site, "validate", *common, "--ckpt_path", str(out / "mindcv_resnet18-best.ckpt"), "--json")
+    assert check.returncode == 0, check.stderr[-2000:]
+    result = json.loads(check.stdout[check.stdout.index("{"):])
+    assert result["top1"] == pytest.approx(best, abs=1e-9)

@@ -1,9 +1,13 @@
-"""The seed's performance columns for this machine, measured on synthetic data.
+"""The seed's performance columns for this machine, measured on synthetic data; and the data pipeline's.
 
 params, batch size, resolution, graph compile time, ms/step and img/s, for a training step (forward,
 backward, optimizer update) and for inference, with the recipe's model, loss and optimizer. Under msrun the
 training step averages gradients over the workers as training does, and img/s counts every worker's batch,
 as the seed's multi-card rows do.
+
+The 'data' row runs the recipe's training pipeline alone, over its real training split, so that its img/s
+set against the 'train' row's says whether data or compute limits a run. Its "graph compile" column is the
+pipeline's start-up (the time to its first batch), and the kernel-layers column says how the source is read.
 """
 from __future__ import annotations
 
@@ -44,7 +48,8 @@ def measure(job: Any, *, steps: int = 5, which: str = "both") -> List[Dict[str, 
     params = sum(int(np.prod(p.shape)) for p in net.trainable_params())
     rows = []
     common = {"model": job.model.name, "params_M": round(params / 1e6, 2), "batch_size": batch,
-              "resolution": f"{size}x{size}", "mode": rt.mode_name, "workers": rt.world, "kernels": rt.kernels}
+              "resolution": f"{size}x{size}", "mode": rt.mode_name, "workers": rt.world,
+              "kernel_layers": kernel_layers(net, rt.kernels)}
     if which in ("both", "train"):
         state = StepState(net.trainable_params(), job.loss_scale, 1)
         reducer = grad_reducer(job.optimizer.parameters, rt.world, rt.device)
@@ -59,10 +64,57 @@ def measure(job: Any, *, steps: int = 5, which: str = "both") -> List[Dict[str, 
     return rows
 
 
+def measure_data(job: Any, *, steps: int = 5, warmup: int = 2) -> List[Dict[str, Any]]:
+    """The 'data' row: ``warmup`` batches of the training pipeline (start-up, queues filling), then
+    ``steps`` timed ones, each epoch's pipeline built as training builds it (``epoch_seed``)."""
+    from .runtime import epoch_seed
+
+    rt, warmup = job.runtime, max(1, int(warmup))
+    start = time.perf_counter()
+    seen = images = epoch = 0
+    first = began = ended = 0.0
+    shape: tuple = ()
+    path = ""
+    while seen < warmup + steps:
+        pipeline = job.batches.pipeline(job.source, training=True, seed=epoch_seed(rt.seed, epoch), rank=rt.rank,
+                                        world=rt.world)
+        path = pipeline.path
+        for batch, labels in pipeline.batches():
+            seen += 1
+            now = time.perf_counter()
+            if seen == 1:
+                first = now - start
+            if seen == warmup:
+                began = now
+            elif seen > warmup:
+                images += int(labels.shape[0])
+            shape = batch.shape
+            if seen == warmup + steps:
+                ended = now
+                break
+        epoch += 1
+    elapsed = max(ended - began, 1e-9)
+    workers = job.batches.workers
+    return [{"phase": "data", "model": job.model_name, "params_M": None, "batch_size": job.batches.batch_size,
+             "resolution": f"{shape[-2]}x{shape[-1]}", "mode": "-", "workers": rt.world, "path": path,
+             "pipeline_workers": workers, "kernel_layers": f"data: {path}, {workers} worker(s)",
+             "compile_s": first, "ms_per_step": 1000.0 * elapsed / steps,
+             "img_per_s": images * rt.world / elapsed}]
+
+
+def kernel_layers(net: Any, kernels: str) -> str:
+    """'12/14': the network's layers on mindplug's C++ kernels, of all its layers ('0/N' on native ops)."""
+    from mindplug.ops import summary
+
+    found = summary(net)
+    return f"{found.kernel_layers if kernels == 'kernels' else 0}/{found.total}"
+
+
 def render(rows: List[Dict[str, Any]]) -> str:
-    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "kernels",
+    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "kernel layers",
               "graph compile", "ms/step", "img/s"]
-    table = [[r["phase"], r["model"], f"{r['params_M']:.2f}", r["workers"], r["batch_size"], r["resolution"],
-              r["mode"], r["kernels"], f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}",
+    table = [[r["phase"], r["model"], "-" if r["params_M"] is None else f"{r['params_M']:.2f}", r["workers"],
+              r["batch_size"], r["resolution"],
+              r["mode"], r["kernel_layers"], f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}",
               f"{r['img_per_s']:.2f}"] for r in rows]
     return render_table(table, header, markdown=True)

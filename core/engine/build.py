@@ -137,10 +137,18 @@ def _offers(section: Any, name: str) -> Dict[str, Any]:
 # ---------------------------------------------------------------- the components
 
 def build_model(section: ModelSection, num_classes: int, *, given: Iterable[str] = (),
-                resolved: Optional[Resolved] = None) -> Tuple[Any, Resolved]:
-    """(network, its resolved component): ``num_classes`` and the model keys its factory takes."""
+                resolved: Optional[Resolved] = None, kernels: str = "native") -> Tuple[Any, Resolved]:
+    """(network, its resolved component): ``num_classes`` and the model keys its factory takes; with
+    ``kernels`` = "kernels" every layer the C++ kernels serve is put on them (``mindplug.ops.accelerate``),
+    whatever plugin the model comes from."""
     resolved = resolved or resolve(section.model, "model")
-    return resolved({"num_classes": num_classes}, _offers(section, "model"), given), resolved
+    with kernel_context(kernels):
+        net = resolved({"num_classes": num_classes}, _offers(section, "model"), given)
+    if kernels == "kernels":
+        from mindplug.ops import accelerate
+
+        net = accelerate(net)
+    return net, resolved
 
 
 def load_model_weights(net: Any, resolved: Resolved, source: Any, *, fine_tune: bool, label: str = "") -> Any:

@@ -150,16 +150,21 @@ def cmd_validate(argv: List[str]) -> int:
 
 
 def cmd_bench(argv: List[str]) -> int:
-    from .bench import measure, render
-    from .jobs import bench_job
+    from .bench import measure, measure_data, render
+    from .jobs import bench_job, data_bench_job
 
-    parser = _recipe_parser("bench", "the seed's performance columns for this machine, on synthetic data")
-    parser.add_argument("--steps", type=_positive_int, default=5, help="timed steps per phase")
-    parser.add_argument("--phase", choices=("train", "infer", "both"), default="both")
+    parser = _recipe_parser("bench", "the seed's performance columns for this machine, on synthetic data; "
+                                     "--phase data: the recipe's training pipeline alone, on its dataset")
+    parser.add_argument("--steps", type=_positive_int, default=5, help="timed steps (batches) per phase")
+    parser.add_argument("--phase", choices=("train", "infer", "both", "data"), default="both")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args, overrides = parse(parser, argv)
-    job = bench_job(load_recipe(args.config, overrides), steps=args.steps, train=args.phase != "infer")
-    rows = measure(job, steps=args.steps, which=args.phase)
+    if args.phase == "data":
+        job = data_bench_job(load_recipe(args.config, overrides))
+        rows = measure_data(job, steps=args.steps)
+    else:
+        job = bench_job(load_recipe(args.config, overrides), steps=args.steps, train=args.phase != "infer")
+        rows = measure(job, steps=args.steps, which=args.phase)
     if job.runtime.is_main:  # one table for an msrun group, as training logs once
         print(json.dumps(rows, indent=2) if args.json else render(rows))
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
 
 from .._errors import DataError
 
@@ -26,6 +28,23 @@ class Relabeled:
     def __getitem__(self, index: int) -> Any:
         image, label = self.source[index]
         return image, self.index[int(label)]
+
+    # the wrapped source's fast path (docs/plugin-kinds.md), with the labels renumbered
+    @property
+    def channels(self) -> Optional[int]:
+        return getattr(self.source, "channels", None)
+
+    def file_paths(self) -> Optional[List[Tuple[str, int]]]:
+        from mindplug._fast_sources import file_list
+
+        files = file_list(self.source)
+        return None if files is None else [(path, self.index[label]) for path, label in files]
+
+    def arrays(self) -> Optional[Tuple[Any, Any]]:
+        from mindplug._fast_sources import array_pair
+
+        pair = array_pair(self.source)
+        return None if pair is None else (pair[0], np.asarray(self.index)[pair[1]])
 
 
 def align_classes(source: Any, class_names: Optional[List[str]], role: str) -> Any:
@@ -58,6 +77,23 @@ class Subset:
             raise IndexError(index)
         return self.source[index]
 
+    # the wrapped source's fast path (docs/plugin-kinds.md), cut to the first n samples
+    @property
+    def channels(self) -> Optional[int]:
+        return getattr(self.source, "channels", None)
+
+    def file_paths(self) -> Optional[List[Tuple[str, int]]]:
+        from mindplug._fast_sources import file_list
+
+        files = file_list(self.source)
+        return None if files is None else files[:self.n]
+
+    def arrays(self) -> Optional[Tuple[Any, Any]]:
+        from mindplug._fast_sources import array_pair
+
+        pair = array_pair(self.source)
+        return None if pair is None else (pair[0][:self.n], pair[1][:self.n])
+
 
 def shard_size(total: int, world: int) -> int:
     """Images every rank sees per epoch: the same on every rank, so no rank waits for another."""
@@ -75,22 +111,25 @@ def steps_per_epoch(total: int, batch_size: int, drop_remainder: bool, world: in
 
 @dataclass
 class Pipeline:
-    """A batched dataset and how many batches one pass yields."""
+    """A batched pipeline (``mindplug._data.Feed``) and how many batches one pass yields."""
 
-    dataset: Any
+    feed: Any
     steps: int
 
-    def batches(self) -> Any:
-        """The batches; an error a source raised inside MindSpore's workers comes out as that error."""
-        from mindplug._data import pipeline_error
+    @property
+    def dataset(self) -> Any:
+        """The ``mindspore.dataset`` behind the batches."""
+        return self.feed.dataset
 
-        try:
-            yield from self.dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
-        except RuntimeError as exc:
-            error = pipeline_error(exc)
-            if error is None:
-                raise
-            raise error from None
+    @property
+    def path(self) -> str:
+        """How the source is read: 'files' (C++ decode), 'arrays' or 'python' (``mindplug._data``)."""
+        return self.feed.path
+
+    def batches(self) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """The batches; an error a source raised inside MindSpore's workers comes out as that error, and a
+        file the C++ decoder refuses is decoded by the source instead (its ``on_error`` applies)."""
+        return self.feed.batches()
 
 
 @dataclass(frozen=True)
@@ -109,22 +148,22 @@ class Batches:
                  steps: Optional[int] = None) -> Pipeline:
         """Decode, shard, shuffle (training), augment and batch; sample order and augmentation draws are
         a function of ``seed`` (with one data worker; several workers keep the order but not every draw)."""
-        from mindplug._data import make_mindspore_dataset
+        from mindplug._data import make_feed
         from mindplug._transforms import build_batch_transform, build_transforms, check_pipeline
 
         mix = build_batch_transform(self.transforms, self.num_classes) if training and self.num_classes else None
         ops = build_transforms(self.transforms, is_training=training)
         channels = int(self.transforms["in_channels"])
         what = "the training pipeline" if training else "the evaluation pipeline"
-        dataset = make_mindspore_dataset(
+        feed = make_feed(
             source, shuffle=self.shuffle if training else self.eval_shuffle, seed=seed, num_shards=world,
             shard_id=rank, num_parallel_workers=self.workers, transforms=ops, batch_size=self.batch_size,
             drop_remainder=self.drop_remainder if training else False, batch_transform=mix,
             equal_shards=training and world > 1, channels=channels,
             check=lambda image: check_pipeline(ops, image, channels, what))
         if steps is not None:
-            dataset = dataset.take(steps)
-        return Pipeline(dataset, steps if steps is not None else dataset.get_dataset_size())
+            feed = feed.take(steps)
+        return Pipeline(feed, steps if steps is not None else feed.dataset.get_dataset_size())
 
 
 def class_names_of(source: Any, num_classes: int) -> List[str]:

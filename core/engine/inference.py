@@ -120,8 +120,7 @@ def load_network(recipe: Recipe, ckpt_path: str, num_classes: Optional[int] = No
         raise CheckpointError(f"{ckpt_path!r} classifies {int(matrices[-1].shape[0])} classes but the config says "
                               f"num_classes = {classes}; drop --num_classes or use the matching checkpoint")
     model = model or build.resolve(recipe.sections.model.model, "model")
-    with build.kernel_context(kernels):
-        net, _ = build.build_model(recipe.sections.model, classes, given=recipe.given, resolved=model)
+    net, _ = build.build_model(recipe.sections.model, classes, given=recipe.given, resolved=model, kernels=kernels)
     if loop is not None:  # a state file also holds optimizer slots: take the network's entries
         names = set(net.parameters_dict())
         state = {k: v for k, v in state.items() if k in names}

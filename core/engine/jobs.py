@@ -116,8 +116,7 @@ def _network(recipe: Recipe, model: build.Resolved, num_classes: int, runtime: R
     model's pretrained weights, adapted for fine-tuning) and the precision the recipe asks for."""
     s = recipe.sections
     seed_everything(s.runtime.seed)
-    with build.kernel_context(runtime.kernels):
-        net, _ = build.build_model(s.model, num_classes, given=recipe.given, resolved=model)
+    net, _ = build.build_model(s.model, num_classes, given=recipe.given, resolved=model, kernels=runtime.kernels)
     if start_from:
         build.load_model_weights(net, model, start_from, fine_tune=True)
     elif s.model.pretrained:
@@ -156,8 +155,7 @@ def evaluation_job(recipe: Recipe) -> EvaluationJob:
     if s.model.pretrained and not ckpt:
         weights = build.pretrained_weights(model)
         classes = int(s.model.num_classes or weights.num_classes)
-        with build.kernel_context(runtime.kernels):
-            net, _ = build.build_model(s.model, classes, given=recipe.given, resolved=model)
+        net, _ = build.build_model(s.model, classes, given=recipe.given, resolved=model, kernels=runtime.kernels)
         build.load_model_weights(net, model, weights, fine_tune=False)
         net.set_train(False)
     else:
@@ -226,8 +224,7 @@ def bench_job(recipe: Recipe, *, steps: int, train: bool) -> BenchJob:
     size, batch = s.transforms.image_resize, s.data.batch_size
     images = ms.Tensor(rng.standard_normal((batch, s.model.in_channels, size, size)).astype(np.float32))
     labels = ms.Tensor(rng.integers(0, num_classes, batch).astype(np.int32))
-    with build.kernel_context(runtime.kernels):
-        net, model = build.build_model(s.model, num_classes, given=recipe.given)
+    net, model = build.build_model(s.model, num_classes, given=recipe.given, kernels=runtime.kernels)
     loss_fn = optimizer = None
     if train:
         loss_fn = build.build_loss(s.loss, recipe.given)
@@ -263,3 +260,30 @@ def check_data(recipe: Recipe, *, splits: str = "both") -> int:
         bad += failed
         print(f"split '{split}' of dataset '{dataset.id}': {len(source) - failed} of {len(source)} images readable")
     return bad
+
+
+@dataclass
+class DataBenchJob:
+    """The recipe's training pipeline over its training split, without a network (``bench --phase data``)."""
+
+    runtime: Runtime
+    model_name: str
+    source: Any
+    batches: Batches
+
+
+def data_bench_job(recipe: Recipe) -> DataBenchJob:
+    """The training data exactly as ``train`` reads it: the split, transforms, batch size and workers."""
+    from .recipe import component_choice
+    from .runtime import launched_by_msrun
+
+    s = recipe.sections
+    build.select_plugins(s.runtime)
+    dataset = build.resolve(s.data.dataset, "dataset")
+    runtime = init_runtime(s.runtime, need_distribution=launched_by_msrun(), notices=recipe.notices)
+    source = build.open_split(s.data, s.data.train_split, role="training", resolved=dataset)
+    num_classes = _num_classes(s.model.num_classes, source)
+    steps_per_epoch(len(source), s.data.batch_size, s.data.drop_remainder, runtime.world)
+    transforms = build.transform_keys(s.transforms, s.model.in_channels, recipe.given)
+    model = component_choice(s.model.model, "model")[0]
+    return DataBenchJob(runtime, str(model), source, batches_for(s.data, transforms, runtime.workers, num_classes))

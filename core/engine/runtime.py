@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from .._map_stages import usable_cpus
 from .keys import RuntimeSection
 
 LOG = logging.getLogger("mindplug.engine")
@@ -132,7 +133,11 @@ def init_runtime(section: RuntimeSection, *, need_distribution: bool = True,
 
     found: List[str] = list(notices)
     device = _pick_device(section.device_target, found)
-    ms.set_device(device)
+    try:
+        ms.set_device(device)
+    except RuntimeError:  # this process already ran MindSpore on a device (an in-process second command)
+        if ms.get_context("device_target") != device:
+            raise
     ms.set_context(mode=ms.GRAPH_MODE if section.mode == 0 else ms.PYNATIVE_MODE)
     rank, world = 0, 1
     if need_distribution and launched_by_msrun():
@@ -144,7 +149,7 @@ def init_runtime(section: RuntimeSection, *, need_distribution: bool = True,
         found.append("distribute is True but this process was not launched by msrun: running as one "
                      "process (use `msrun --worker_num N --local_worker_num N python train.py ...` for "
                      "data parallel, or --distribute False to silence this)")
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     workers = section.num_parallel_workers
     if workers > cpus:
         found.append(f"num_parallel_workers {workers} capped to this machine's {cpus} CPUs")

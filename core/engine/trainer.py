@@ -214,10 +214,13 @@ class Trainer:
             return 0
         if self.rt.is_main:
             self._write_run_files()
+        from .bench import kernel_layers
+
         LOG.info(f"training {self.model_name} ({sum(int(np.prod(p.shape)) for p in self.weights):,} parameters) "
                  f"on {len(job.train_source)} images, {self.num_classes} classes: {self.steps} steps x "
                  f"{job.batches.batch_size} x {self.rt.world} worker(s) per epoch, epochs {loop.epoch + 1}.."
-                 f"{cfg.epoch_size}, {self.rt.mode_name} mode on {self.rt.device}")
+                 f"{cfg.epoch_size}, {self.rt.mode_name} mode on {self.rt.device}, "
+                 f"{kernel_layers(self.net, self.rt.kernels)} layers on the C++ kernels")
         with _stop_signals() as stop:
             for epoch in range(loop.epoch, cfg.epoch_size):
                 try:

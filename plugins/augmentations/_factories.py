@@ -162,6 +162,18 @@ class ColorJitter:
             pil = apply(pil, random.uniform(lo, hi))
         return _pil_ops.from_pil(pil)
 
+    def as_mindspore_ops(self, channels: int) -> list | None:
+        """The same jitter as one MindSpore C++ op, for RGB images: brightness, contrast and saturation are
+        blends that commute, so the order MindSpore applies them in gives what a random order gives, up to
+        clipping, with pixels rounded to nearest where Pillow truncates (at most 1 apart). One op, because
+        MindSpore seeds every random op alike: separate ops would draw equal factors. None (keep this Pillow
+        step) for grey images and for hue jitter, whose HSV conversion differs from Pillow's."""
+        if channels != 3 or self.hue != (0.0, 0.0):
+            return None
+        spans = {"brightness": self.brightness, "contrast": self.contrast, "saturation": self.saturation}
+        active = {name: span for name, span in spans.items() if span != (1.0, 1.0)}
+        return [msv.RandomColorAdjust(**active)] if active else []
+
 
 def color_jitter(*, brightness: Range = 0.4, contrast: Range = 0.4, saturation: Range = 0.4,
                  hue: Range = 0.0) -> ColorJitter:
@@ -250,6 +262,12 @@ class ToRGB:
             return np.ascontiguousarray(image[:, :, :3])
         raise ConfigError(f"to_rgb: cannot make RGB from {channels} channels (image shape {image.shape})")
 
+    @staticmethod
+    def as_mindspore_ops(channels: int) -> list | None:
+        """Nothing to do on 3-channel images (the pipeline's own conversion already made them so): [] lets
+        the pipeline drop this Python step; None keeps it."""
+        return [] if channels == 3 else None
+
 
 class ToGrayscale:
     """RGB to 1 channel with the ITU-R 601 luma weights (Pillow's 'L'); 1-channel images pass through."""
@@ -261,6 +279,11 @@ class ToGrayscale:
         if image.shape[2] == 1:
             return image
         return _pil_ops.from_pil(_pil_ops.to_pil(np.ascontiguousarray(image[:, :, :3])).convert("L"))
+
+    @staticmethod
+    def as_mindspore_ops(channels: int) -> list | None:
+        """Nothing to do on 1-channel images: [] lets the pipeline drop this Python step; None keeps it."""
+        return [] if channels == 1 else None
 
 
 def to_rgb() -> ToRGB:

@@ -80,6 +80,12 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.samples)
 
+    def file_paths(self) -> List[Tuple[str, int]]:
+        """``(path, label)`` of every sample in index order, for the pipeline's C++ decode path: it reads the
+        files itself and calls ``self[i]`` only for one it may not decode, so ``on_error`` still applies
+        (docs/plugin-kinds.md, datasets)."""
+        return self.samples
+
     def load(self, index: int) -> Tuple[np.ndarray, int]:
         """Decode one sample (any Pillow mode: 16-bit grey is scaled, not clipped); errors name the file."""
         path, label = self.samples[index]

@@ -87,6 +87,13 @@ class ArraySource:
             image = np.repeat(image, 3, axis=2)
         return image, int(self.labels[index])
 
+    def arrays(self) -> Tuple[np.ndarray, np.ndarray]:
+        """Every image and label at once, as ``self[i]`` gives them, for the pipeline's array path: it reads
+        rows from these arrays without calling ``self[i]`` (docs/plugin-kinds.md, datasets)."""
+        if self.in_channels == 3 and self.images.shape[3] == 1:
+            return np.repeat(self.images, 3, axis=3), self.labels
+        return self.images, self.labels
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {len(self)} images, {self.num_classes} classes)"
 
