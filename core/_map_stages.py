@@ -11,9 +11,16 @@ Two rewrites keep the result the same while doing less work:
 - a Python transform that offers MindSpore ops doing its work (the ``as_mindspore_ops(channels)`` hint)
   is replaced by them where the pipeline knows the image's layout: a channel step with nothing to do
   answers ``[]`` (the pipeline converts channels before the first transform anyway,
-  ``_data.to_channels``), colour jitter answers its C++ form;
+  ``_data.to_channels``), flips and colour jitter answer their C++ forms. MindSpore 2.10 seeds every random
+  op of a pipeline with the same seed, so two random C++ ops draw the same numbers: a crop's offset would
+  decide the flip. A pipeline therefore keeps at most one random C++ op; a random hint beyond it stays the
+  Python transform, which draws from its own generator;
 - in an encoded-image pipeline, the decode step is fused with a leading ``RandomResizedCrop`` into
   ``RandomCropDecodeResize``, which decodes only the crop of a JPEG (same crop sampling).
+
+A flip that only per-pixel steps follow (colour, normalisation, layout, resizing, random erasing: none
+tells a mirrored image from its mirror's distribution) is applied to whole batches instead, in numpy from a
+generator of its own: the independence of the Python flip at the cost of one call per batch, not per image.
 """
 from __future__ import annotations
 
@@ -48,17 +55,31 @@ def _keeps_layout(op: Any) -> bool:
                            msv.Resize, msv.CenterCrop, msv.RandomColorAdjust))
 
 
+def is_random_cpp(op: Any) -> bool:
+    """Whether ``op`` is a MindSpore C++ op that draws random numbers (their class names say Random)."""
+    if not is_cpp(op):
+        return False
+    inner = getattr(op, "transforms", None)
+    if inner and not type(op).__name__.startswith("Random"):
+        return any(is_random_cpp(i) for i in inner)
+    return type(op).__name__.startswith("Random")
+
+
 def resolve_hints(ops: Sequence[Any], channels: int) -> List[Any]:
     """``ops`` with each Python transform that answers ``as_mindspore_ops(channels)`` replaced by its answer,
-    as long as the image it gets is known to be uint8 HWC with ``channels`` channels: from the start of the
-    pipeline, through MindSpore ops that keep that layout and through replaced transforms."""
+    as long as the image it gets is known to be uint8 HWC with ``channels`` channels (from the start of the
+    pipeline, through MindSpore ops that keep that layout and through replaced transforms) and the pipeline
+    keeps at most one random C++ op (the first random step, usually the crop)."""
     out: List[Any] = []
     known = True
+    budget = 1 - sum(1 for op in ops if is_random_cpp(op))
     for op in ops:
         hint = getattr(op, HINT, None) if known and not is_cpp(op) else None
         replacement = hint(channels) if callable(hint) else None
-        if replacement is not None:
+        random_ops = sum(1 for r in replacement or () if is_random_cpp(r))
+        if replacement is not None and random_ops <= budget:
             out.extend(replacement)
+            budget -= random_ops
             known = all(_keeps_layout(r) for r in replacement)
             continue
         out.append(op)
@@ -128,3 +149,58 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+#: steps a flip may move past: they act on every pixel alike (or, like random erasing, draw positions from a
+#: mirror-symmetric distribution), so flipping after them gives what flipping before does
+_FLIP_COMMUTING_CPP = ("Normalize", "HWC2CHW", "TypeCast", "Rescale", "Resize", "CenterCrop", "RandomColorAdjust",
+                       "ConvertColor")
+_FLIP_COMMUTING_PY = ("ColorJitter", "RandomErasing", "ToRGB", "ToGrayscale", "AddChannelAxis")
+
+
+def _commutes_with_flip(op: Any) -> bool:
+    inner = getattr(op, "transforms", None)
+    if is_cpp(op) and inner and not type(op).__name__.startswith("Random"):
+        return all(_commutes_with_flip(i) for i in inner)
+    name = type(op).__name__
+    return name in (_FLIP_COMMUTING_CPP if is_cpp(op) else _FLIP_COMMUTING_PY)
+
+
+def _to_chw(op: Any) -> bool:
+    inner = getattr(op, "transforms", None)
+    if inner and is_cpp(op):
+        return any(_to_chw(i) for i in inner)
+    return type(op).__name__ == "HWC2CHW"
+
+
+def defer_flips(ops: Sequence[Any]) -> tuple:
+    """(``ops`` without the flips that only flip-commuting steps follow, a ``BatchFlips`` spec of those flips:
+    [(axis of the batch array, probability)], the axis counting in the layout the batch will have)."""
+    kept: List[Any] = []
+    deferred: List[Any] = []
+    for index, op in enumerate(ops):
+        if type(op).__name__ == "RandomFlip" and hasattr(op, "axis") and all(
+                _commutes_with_flip(later) for later in ops[index + 1:] if type(later).__name__ != "RandomFlip"):
+            deferred.append(op)
+        else:
+            kept.append(op)
+    chw = any(_to_chw(op) for op in kept)
+    # an image's HWC axis 0 (rows) or 1 (columns) as an axis of the batch: NCHW (2, 3) or NHWC (1, 2)
+    return kept, [((2 if chw else 1) + flip.axis, float(flip.prob)) for flip in deferred]
+
+
+class BatchFlips:
+    """The deferred flips on a batch: each image mirrored along each flip's axis with its probability, every
+    flip drawing from this generator (seeded by the pass, so a pass flips the same images every time)."""
+
+    def __init__(self, flips: Sequence[tuple], seed: int) -> None:
+        self.flips = list(flips)
+        self.rng = np.random.default_rng([int(seed), 0x5F11])
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = np.array(images, copy=True)
+        for axis, prob in self.flips:
+            chosen = self.rng.random(images.shape[0]) < prob
+            if chosen.any():
+                images[chosen] = np.flip(images[chosen], axis=axis)
+        return images

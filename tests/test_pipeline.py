@@ -225,3 +225,60 @@ def test_fashion_mnist_pipeline_is_fast_enough_for_training():
     for images, _ in data.create_tuple_iterator(num_epochs=1, output_numpy=True):
         n += images.shape[0]
     assert n == 4000 and n / (time.perf_counter() - start) > 500
+
+
+def test_random_steps_draw_independently():
+    """MindSpore seeds every random C++ op of a pipeline alike (a crop's offset would decide the flip): the
+    pipeline keeps one, and the flips draw from generators of their own."""
+    import mindplug
+
+    class Marker:
+        class_names, num_classes = ["a"], 1
+
+        def __len__(self):
+            return 1200
+
+        def __getitem__(self, i):
+            image = np.zeros((8, 8, 1), np.uint8)
+            image[0, 1, 0] = 255
+            return image, 0
+
+    crop = mindplug.create("random_crop", kind="augmentation", size=8, padding=2)
+    ops = [crop, mindplug.create("hflip", kind="augmentation", prob=0.5),
+           mindplug.create("vflip", kind="augmentation", prob=0.5)]
+    normalize = mindplug.create("normalize", kind="augmentation", mean=[0.0], std=[1.0], channels=1)
+    for steps, plane in ((ops, lambda batch: batch[:, :, :, 0]), (ops + [normalize], lambda batch: batch[:, 0])):
+        _assert_independent_flips(steps, plane, Marker())
+
+
+def _assert_independent_flips(ops, plane, source):
+    feed = make_mindspore_dataset(source, shuffle=False, seed=3, transforms=ops, batch_size=100,
+                                  num_parallel_workers=2)
+    cases = []  # (the crop's row offset, flipped left-right, flipped up-down) of every visible marker
+    for images, _ in feed.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        for image in plane(images):
+            found = np.argwhere(image == 255)
+            if len(found):
+                row, col = (int(v) for v in found[0])
+                cases.append((row if row < 4 else 7 - row, col >= 4, row >= 4))
+    cases = np.array(cases)
+    assert len(cases) > 400
+    for offset in (0, 1, 2):  # whatever the crop drew, each flip happens about half the time
+        chosen = cases[cases[:, 0] == offset]
+        assert len(chosen) > 60 and 0.3 < chosen[:, 1].mean() < 0.7 and 0.3 < chosen[:, 2].mean() < 0.7, offset
+    both = (cases[:, 1] & cases[:, 2]).mean()
+    assert 0.15 < both < 0.35, both  # not 0.5: the two flips are not the same draw
+
+
+def test_flips_before_per_pixel_steps_move_to_whole_batches():
+    import mindplug
+    from mindplug._map_stages import defer_flips
+
+    crop = mindplug.create("random_crop", kind="augmentation", size=8, padding=2)
+    hflip = mindplug.create("hflip", kind="augmentation", prob=0.3)
+    normalize = mindplug.create("normalize", kind="augmentation", mean=[0.0], std=[1.0], channels=1)
+    kept, flips = defer_flips([crop, hflip, normalize])
+    assert kept == [crop, normalize] and flips == [(3, 0.3)]        # columns of an NCHW batch
+    assert defer_flips([crop, hflip])[1] == [(2, 0.3)]               # columns of an NHWC batch
+    policy = mindplug.create("rand_augment", kind="augmentation")
+    assert defer_flips([crop, hflip, policy, normalize]) == ([crop, hflip, policy, normalize], [])

@@ -5,6 +5,8 @@ transform). Sizes are an int or ``(height, width)``; mean/std are on the 0..255 
 """
 from __future__ import annotations
 
+import math
+import os
 import random
 from typing import Any, Callable, Sequence, Tuple, Union
 
@@ -81,14 +83,51 @@ def random_crop(*, size: Size, padding: Union[int, Sequence[int]] = 0, pad_if_ne
                   padding_mode=_lookup(_BORDER, padding_mode, "padding_mode", "random_crop"))
 
 
-def hflip(*, prob: float = 0.5) -> Any:
+class _OwnRandom:
+    """A transform that draws from a generator of its own (one per process, seeded from numpy's global
+    generator, which the pipeline seeds per epoch and worker): MindSpore seeds all its random ops alike, so
+    two of them in one pipeline would make the same draws."""
+
+    _rng: Any = None
+    _pid: int = -1
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._pid != os.getpid():
+            self._rng, self._pid = np.random.default_rng(np.random.randint(0, 2**31 - 1)), os.getpid()
+        return self._rng
+
+    def __getstate__(self) -> dict:  # a worker process starts a generator of its own
+        return {k: v for k, v in self.__dict__.items() if k not in ("_rng", "_pid")}
+
+
+class RandomFlip(_OwnRandom):
+    """Mirror an HWC image along ``axis`` (1: left-right, 0: top-bottom) with probability ``prob``."""
+
+    def __init__(self, axis: int, prob: float) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ConfigError(f"{'hflip' if axis == 1 else 'vflip'}: prob must be in [0, 1], got {prob}")
+        self.axis, self.prob = axis, float(prob)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        if self.rng.random() < self.prob:
+            return np.ascontiguousarray(np.flip(image, axis=self.axis))
+        return image
+
+    def as_mindspore_ops(self, channels: int) -> list:
+        """MindSpore's C++ flip, where the pipeline has no other random C++ op to draw alike."""
+        op = msv.RandomHorizontalFlip if self.axis == 1 else msv.RandomVerticalFlip
+        return [op(prob=self.prob)]
+
+
+def hflip(*, prob: float = 0.5) -> RandomFlip:
     """Mirror left-right with probability ``prob``."""
-    return _build("hflip", msv.RandomHorizontalFlip, prob=float(prob))
+    return RandomFlip(1, prob)
 
 
-def vflip(*, prob: float = 0.5) -> Any:
+def vflip(*, prob: float = 0.5) -> RandomFlip:
     """Mirror top-bottom with probability ``prob``."""
-    return _build("vflip", msv.RandomVerticalFlip, prob=float(prob))
+    return RandomFlip(0, prob)
 
 
 def resize(*, size: Size, interpolation: str = "bilinear") -> Any:
@@ -213,16 +252,51 @@ def augmix(*, policy: str = "augmix-m3-w3", interpolation: str = "bilinear",
     return _policy_op("augmix", _pil_ops.AugMix, policy, interpolation, mean)
 
 
+class RandomErasing(_OwnRandom):
+    """Random erasing (Zhong et al. 2017, torchvision's semantics) of a float32 CHW image: with probability
+    ``prob`` a box of area fraction in ``scale`` and aspect in ``ratio`` (log-uniform) is filled with
+    ``value`` (per channel) or, for 'random', with standard normal noise."""
+
+    def __init__(self, prob: float, scale: Sequence[float], ratio: Sequence[float], value: Any,
+                 max_attempts: int) -> None:
+        if not 0.0 <= prob <= 1.0 or not 0.0 < scale[0] <= scale[1] <= 1.0 or not 0.0 < ratio[0] <= ratio[1]:
+            raise ConfigError(f"random_erasing: prob in [0, 1], 0 < scale[0] <= scale[1] <= 1, 0 < ratio[0] <= "
+                              f"ratio[1]; got prob={prob}, scale={scale}, ratio={ratio}")
+        self.prob, self.scale, self.max_attempts = float(prob), (float(scale[0]), float(scale[1])), int(max_attempts)
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        self.value = value
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        rng = self.rng
+        if rng.random() >= self.prob:
+            return image
+        channels, height, width = image.shape
+        area = height * width
+        for _ in range(self.max_attempts):
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*self.log_ratio))
+            h, w = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < h < height and 0 < w < width:
+                top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                out = np.array(image, dtype=np.float32, copy=True)
+                if isinstance(self.value, str):
+                    out[:, top:top + h, left:left + w] = rng.standard_normal((channels, h, w), dtype=np.float32)
+                else:
+                    fill = np.broadcast_to(np.asarray(self.value, np.float32).reshape(-1, 1, 1), (channels, 1, 1))
+                    out[:, top:top + h, left:left + w] = fill
+                return out
+        return image
+
+
 def random_erasing(*, prob: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
                    ratio: Sequence[float] = (0.3, 3.3), value: Union[float, Sequence[float], str] = 0,
-                   max_attempts: int = 10) -> Any:
+                   max_attempts: int = 10) -> RandomErasing:
     """Erase a random box of a CHW float image (after ``normalize``); ``value='random'`` fills with noise."""
     if isinstance(value, str) and value != "random":
         raise ConfigError(f"random_erasing: value must be a number, a per-channel list or 'random', got {value!r}")
-    fill = value if isinstance(value, str) else (tuple(int(v) for v in value) if isinstance(value, Sequence)
-                                                 else int(value))
-    return _build("random_erasing", msv.RandomErasing, prob=float(prob), scale=tuple(scale), ratio=tuple(ratio),
-                  value=fill, max_attempts=max_attempts)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        value = [float(v) for v in value]
+    return RandomErasing(prob, scale, ratio, value, max_attempts)
 
 
 def normalize(*, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
