@@ -7,7 +7,7 @@ layers that share a kernel. Output shapes are static functions of the input shap
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import numpy as np
 from mindspore import Tensor, nn, ops
@@ -23,7 +23,8 @@ def _out_size(n: int, k: int, s: int, lo: int, hi: int, same: bool) -> int:
     return math.ceil(n / s) if same else (n + lo + hi - k) // s + 1
 
 
-def _custom(entry: str, out_shape: Callable, out_dtype, bprop: Callable | None = None, **attrs) -> ops.Custom:
+def _custom(entry: str, out_shape: Callable, out_dtype: Any, bprop: Callable | None = None,
+            **attrs: Any) -> ops.Custom:
     op = ops.Custom(func_path(entry), out_shape=out_shape, out_dtype=out_dtype, func_type="aot", bprop=bprop)
     op.add_prim_attr("mindplug_entry", entry)
     for key, value in attrs.items():
@@ -39,7 +40,8 @@ def conv2d_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, rel
     """(forward, input-gradient, weight-gradient) Custom ops of one conv layer: y = [relu](conv(x, w)).
 
     The two gradients are separate ops so that GRAPH mode drops the input gradient of the first layer."""
-    attrs = dict(stride=tuple(stride), pads=tuple(pads), relu=bool(relu), same=bool(same), kernel=tuple(kernel))
+    attrs: Dict[str, Any] = dict(stride=tuple(stride), pads=tuple(pads), relu=bool(relu), same=bool(same),
+                                 kernel=tuple(kernel))
 
     def fwd_shape(x: Shape, w: Shape, _cfg: Shape):
         return [x[0], w[0], _out_size(x[2], w[2], stride[0], pads[0], pads[2], same),
@@ -57,7 +59,7 @@ def conv2d_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, rel
 
 def max_pool_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, same: bool):
     """(forward, backward) Custom ops of one max pool; the gradient goes to each window's first maximum."""
-    attrs = dict(stride=tuple(stride), pads=tuple(pads), same=bool(same), kernel=tuple(kernel))
+    attrs: Dict[str, Any] = dict(stride=tuple(stride), pads=tuple(pads), same=bool(same), kernel=tuple(kernel))
 
     def fwd_shape(x: Shape, _cfg: Shape):
         return [x[0], x[1], _out_size(x[2], kernel[0], stride[0], pads[0], pads[2], same),
@@ -74,7 +76,7 @@ def max_pool_ops(kernel: Tuple[int, int], stride: Tuple[int, int], pads: Pads, s
 
 def inception_ops(widths: Tuple[int, ...]):
     """(forward, backward) Custom ops of the fused Inception block with branch widths (c1, c3, c5, c4)."""
-    attrs = dict(widths=tuple(widths))
+    attrs: Dict[str, Any] = dict(widths=tuple(widths))
     f32 = mstype.float32
 
     def fwd_shape(x: Shape, w1: Shape, w2a: Shape, w2b: Shape, w3a: Shape, w3b: Shape, w4: Shape):

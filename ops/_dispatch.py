@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 from mindplug.ops import _library
 
@@ -40,25 +40,40 @@ def native() -> Iterator[None]:
         _state.native_depth = depth
 
 
-def use_kernels() -> bool:
-    """True when a block built now should run on the C++ kernels."""
+def why_native(entries: Optional[tuple] = None) -> Optional[str]:
+    """None when a layer built now should run on the C++ kernels, else why it runs natively. `entries`: the
+    entry points it needs (default: GoogLeNet's blocks'; the general layers pass theirs).
+
+    Raises under ``MINDPLUG_KERNELS=kernels`` when the kernels cannot run."""
     choice = _env_choice()
-    if choice == "native" or getattr(_state, "native_depth", 0):
-        return False
+    if choice == "native":
+        return f"{ENV}=native"
+    if getattr(_state, "native_depth", 0):
+        return "built inside mindplug.ops._dispatch.native()"
     import mindspore as ms
 
     device = ms.get_context("device_target")
-    if choice == "kernels":
-        if device != "CPU" or not _library.available():
-            from mindplug._errors import ConfigError
+    reason = None
+    if device != "CPU":
+        reason = f"the device target is {device}"
+    elif not _library.library_path().is_file():
+        reason = f"the kernel library {_library.library_path()} is not built"
+    elif _library.missing_entries(entries or _library.BLOCK_ENTRIES):
+        missing = _library.missing_entries(entries or _library.BLOCK_ENTRIES)
+        reason = (f"the kernel library {_library.library_path()} is out of date (no {', '.join(missing[:3])}); "
+                  f"rebuild it with `pip install -e . --no-deps --no-build-isolation`")
+    if reason is not None and choice == "kernels":
+        from mindplug._errors import ConfigError
 
-            reason = (f"the device target is {device}" if device != "CPU"
-                      else f"the library {_library.library_path()} is not built")
-            raise ConfigError(f"{ENV}=kernels but {reason}; unset {ENV} or set it to 'native'")
-    elif device != "CPU" or not _library.available():
-        return False
-    configure_threads()
-    return True
+        raise ConfigError(f"{ENV}=kernels but {reason}; unset {ENV} or set it to 'native'")
+    if reason is None:
+        configure_threads()
+    return reason
+
+
+def use_kernels() -> bool:
+    """True when a block built now should run on the C++ kernels."""
+    return why_native() is None
 
 
 def kernel_threads() -> int:
@@ -75,7 +90,48 @@ def kernel_threads() -> int:
 
 
 def configure_threads() -> int:
-    """Hands the thread count to the kernels; returns it."""
+    """Hands the thread count to the kernels and makes PyNative's launch synchronous; returns the count."""
     n = kernel_threads()
     _library.set_num_threads(n)
+    synchronous_pynative()
     return n
+
+
+#: set to keep MindSpore's asynchronous PyNative launch (see synchronous_pynative)
+ASYNC_ENV = "MINDPLUG_PYNATIVE_ASYNC"
+_sync_lock = threading.Lock()
+_sync_done = False
+
+
+def synchronous_pynative() -> None:
+    """Sets MindSpore's ``pynative_synchronize`` (once per process, CPU only, unless $MINDPLUG_PYNATIVE_ASYNC).
+
+    Why: in asynchronous PyNative mode two MindSpore queue threads busy-wait on the cores the kernels compute
+    on, so on a small CPU a PyNative step ran the kernels at one thread's speed plus the queues' overhead
+    (bench/RESULTS.md). The flag only makes PyNative launch synchronously (GRAPH mode is unaffected; results
+    are identical); ``mindspore.runtime.launch_blocking``, which MindSpore suggests instead, also slows GRAPH."""
+    global _sync_done
+    if _sync_done or os.environ.get(ASYNC_ENV, "").strip() not in ("", "0"):
+        return
+    with _sync_lock:
+        if _sync_done:
+            return
+        import logging
+
+        import mindspore as ms
+
+        if ms.get_context("device_target") == "CPU" and not ms.get_context("pynative_synchronize"):
+            try:  # MindSpore logs a deprecation note for the key; it is the PyNative-only switch in 2.10
+                from mindspore import log as ms_log
+
+                ms_logger = ms_log._get_logger()
+                level = ms_logger.level
+                ms_logger.setLevel(logging.ERROR)
+            except Exception:  # noqa: BLE001 - the note is cosmetic
+                ms_logger = None
+            try:
+                ms.set_context(pynative_synchronize=True)
+            finally:
+                if ms_logger is not None:
+                    ms_logger.setLevel(level)
+        _sync_done = True

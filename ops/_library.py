@@ -14,8 +14,11 @@ from pathlib import Path
 
 LIBRARY_NAME = "libmindplug_kernels.so"
 #: the AOT entry points of the library
-ENTRIES = ("Conv2dForward", "Conv2dBackwardData", "Conv2dBackwardFilter", "MaxPoolForward", "MaxPoolBackward",
-           "InceptionForward", "InceptionBackward")
+BLOCK_ENTRIES = ("Conv2dForward", "Conv2dBackwardData", "Conv2dBackwardFilter", "MaxPoolForward",
+                 "MaxPoolBackward", "InceptionForward", "InceptionBackward")  # GoogLeNet's blocks
+LAYER_ENTRIES = ("ConvForward", "ConvBackwardData", "ConvBackwardFilter", "PoolForward", "PoolBackward",
+                 "BatchNormTrain", "BatchNormTrainBackward", "BatchNormInfer", "BatchNormInferBackward")  # any layer
+ENTRIES = BLOCK_ENTRIES + LAYER_ENTRIES
 
 
 #: an absolute path that replaces the packaged library, e.g. a sanitizer build (ops/csrc/README.md)
@@ -30,9 +33,24 @@ def library_path() -> Path:
     return Path(__file__).resolve().parent / LIBRARY_NAME
 
 
-def available() -> bool:
-    """True when the kernel library has been built."""
-    return library_path().is_file()
+def available(entries: tuple = ENTRIES) -> bool:
+    """True when the kernel library has been built with `entries` (default: every entry point)."""
+    return library_path().is_file() and not missing_entries(entries)
+
+
+@lru_cache(maxsize=4)
+def _missing(path: str) -> tuple:
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as err:
+        return (f"cannot be loaded ({err})",)
+    return tuple(name for name in ENTRIES if not hasattr(lib, name))
+
+
+def missing_entries(entries: tuple = ENTRIES) -> tuple:
+    """Those of `entries` the built library lacks (a stale build: rebuild with pip install -e .)."""
+    path = library_path()
+    return tuple(e for e in _missing(str(path)) if e in entries or " " in e) if path.is_file() else ()
 
 
 def func_path(entry: str) -> str:
@@ -67,6 +85,8 @@ def load() -> ctypes.CDLL:
            ctypes.POINTER(ctypes.POINTER(ctypes.c_int64)), ctypes.POINTER(ctypes.c_char_p),
            ctypes.c_void_p, ctypes.c_void_p]
     for entry in ENTRIES:
+        if not hasattr(lib, entry):  # a stale build: what it lacks is reported by missing_entries()
+            continue
         fn = getattr(lib, entry)
         fn.argtypes, fn.restype = aot, ctypes.c_int
     lib.MindplugLastError.restype = ctypes.c_char_p
@@ -87,6 +107,19 @@ def load() -> ctypes.CDLL:
 def set_num_threads(n: int) -> None:
     """Sets the kernels' thread count (0 = OpenMP's default, omp_get_max_threads)."""
     load().MindplugSetNumThreads(int(n))
+
+
+def last_error(any_thread: bool = False) -> str:
+    """The message of the kernels' most recent error on this thread, or on any thread ('' if none).
+
+    MindSpore runs kernels on its own threads, so the engine reports ``any_thread=True`` after an op failed.
+    """
+    lib = load()
+    if not any_thread:
+        return (lib.MindplugLastError() or b"").decode(errors="replace")
+    buf = ctypes.create_string_buffer(512)
+    lib.MindplugLastErrorAnyThread(buf, ctypes.c_size_t(len(buf)))
+    return buf.value.decode(errors="replace")
 
 
 def gemm_backend() -> str:

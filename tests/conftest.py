@@ -17,3 +17,9 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
     ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
     yield request.param
     ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def kernels_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests that compare the kernels with native ops, whatever MINDPLUG_KERNELS the shell has."""
+    monkeypatch.delenv("MINDPLUG_KERNELS", raising=False)

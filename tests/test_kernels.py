@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mindplug.ops import _library
 
-pytestmark = pytest.mark.skipif(not _library.available(), reason="kernel library not built")
+pytestmark = pytest.mark.skipif(not _library.library_path().is_file(), reason="kernel library not built")
 
 call = _library.call
 # the autouse fixtures below set the GEMM backend / thread count once per test, not per example
@@ -452,6 +452,485 @@ def test_wrong_tensor_count_is_an_error():
     x, w, cfg = _conv_args()
     with pytest.raises(Exception, match="expected 4 tensors"):
         call("Conv2dForward", [x, w, cfg], [(1, 3, 5, 5), (1, 3, 5, 5)])
+
+
+# ---------------------------------------------------------------- general conv (ConvForward / ConvBackward*)
+# The kernels behind mindplug.ops.Conv2d: groups, dilation, bias, folded BatchNorm, activations, and every
+# algorithm (im2col + GEMM, Winograd F(4,3) and F(2,3), direct depthwise). Real-valued data: Winograd's
+# transforms are not exact in float32, and with continuous data no pre-activation sits on a ReLU kink.
+ACTS = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: np.clip(v, 0, 6),
+        3: lambda v: np.where(v > 0, v, 0.1 * v), 4: lambda v: v * np.clip(v + 3, 0, 6) / 6,
+        5: lambda v: v / (1 + np.exp(-v)), 6: lambda v: 1 / (1 + np.exp(-v))}
+GRAD_FROM_Y = {0: lambda y: np.ones_like(y), 1: lambda y: (y > 0) * 1.0, 2: lambda y: ((y > 0) & (y < 6)) * 1.0,
+               3: lambda y: np.where(y > 0, 1.0, 0.1), 6: lambda y: y * (1 - y)}
+ALPHA = 0.1  # the LeakyReLU slope used throughout
+
+
+def bits(v: float) -> int:
+    import struct
+
+    return struct.unpack("<q", struct.pack("<d", float(v)))[0]
+
+
+def conv_any_ref(x, w, stride, pads, dil=(1, 1), groups=1):
+    """Grouped, dilated cross-correlation in float64, pads = (top, left, bottom, right)."""
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = stride, pads, dil
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    N, C, H, W = xp.shape
+    O, Cg, KH, KW = w.shape
+    Og = O // groups
+    OH, OW = (H - dh * (KH - 1) - 1) // sh + 1, (W - dw * (KW - 1) - 1) // sw + 1
+    y = np.zeros((N, O, OH, OW))
+    for g in range(groups):
+        for kh in range(KH):
+            for kw in range(KW):
+                patch = xp[:, g * Cg:(g + 1) * Cg, kh * dh:kh * dh + sh * (OH - 1) + 1:sh,
+                           kw * dw:kw * dw + sw * (OW - 1) + 1:sw]
+                y[:, g * Og:(g + 1) * Og] += np.einsum("nchw,oc->nohw", patch,
+                                                      w[g * Og:(g + 1) * Og, :, kh, kw].astype(np.float64))
+    return y
+
+
+def conv_any_grad_ref(gy, x, w, stride, pads, dil=(1, 1), groups=1):
+    """(dx, dw) of conv_any_ref for the output gradient gy."""
+    (sh, sw), (pt, pl, pb, pr), (dh, dw) = stride, pads, dil
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    dxp = np.zeros_like(xp)
+    O, Cg, KH, KW = w.shape
+    Og = O // groups
+    OH, OW = gy.shape[2:]
+    dwt = np.zeros(w.shape)
+    for g in range(groups):
+        go = gy[:, g * Og:(g + 1) * Og]
+        for kh in range(KH):
+            for kw in range(KW):
+                sl = (slice(None), slice(g * Cg, (g + 1) * Cg), slice(kh * dh, kh * dh + sh * (OH - 1) + 1, sh),
+                      slice(kw * dw, kw * dw + sw * (OW - 1) + 1, sw))
+                dwt[g * Og:(g + 1) * Og, :, kh, kw] = np.einsum("nohw,nchw->oc", go, xp[sl])
+                dxp[sl] += np.einsum("nohw,oc->nchw", go, w[g * Og:(g + 1) * Og, :, kh, kw].astype(np.float64))
+    H, W = x.shape[2:]
+    return dxp[:, :, pt:pt + H, pl:pl + W], dwt
+
+
+def normal(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+@st.composite
+def conv_any_case(draw):
+    depthwise = draw(st.booleans())
+    if depthwise:
+        groups, cg, og = draw(st.integers(1, 6)), 1, 1
+    else:
+        groups, cg, og = draw(st.sampled_from([1, 1, 2, 3])), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    wino = not depthwise and groups == 1 and draw(st.booleans())
+    if wino:
+        kh = kw = 3
+        sh = sw = dh = dw = 1
+    else:
+        kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+        sh, sw, dh, dw = (draw(st.integers(1, 3)) for _ in range(4))
+    same = draw(st.booleans())
+    pads = tuple(draw(st.integers(0, 4)) for _ in range(4))
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    h = draw(st.integers(max(1, ekh - (0 if same else pads[0] + pads[2])), 13))
+    w = draw(st.integers(max(1, ekw - (0 if same else pads[1] + pads[3])), 13))
+    if same:
+        (pt, pb), (pl, pr) = same_pads(h, ekh, sh), same_pads(w, ekw, sw)
+        pads = (pt, pl, pb, pr)
+    algos = [0, 1] + ([4] if depthwise else []) + ([2, 3] if wino else [])
+    return dict(n=draw(st.integers(1, 3)), c=groups * cg, o=groups * og, groups=groups, h=h, w=w, kh=kh, kw=kw,
+                stride=(sh, sw), dil=(dh, dw), pads=pads, same=same, act=draw(st.integers(0, 6)),
+                bias=draw(st.booleans()), fold=draw(st.booleans()), algo=draw(st.sampled_from(algos)),
+                seed=draw(st.integers(0, 2**31 - 1)))
+
+
+def conv_any_setup(case, act=None):
+    rng = np.random.default_rng(case["seed"])
+    act = case["act"] if act is None else act
+    x = normal(rng, (case["n"], case["c"], case["h"], case["w"]))
+    w = normal(rng, (case["o"], case["c"] // case["groups"], case["kh"], case["kw"]), 0.5)
+    extra = []
+    if case["bias"]:
+        extra.append(normal(rng, (case["o"],)))
+    if case["fold"]:
+        extra += [normal(rng, (case["o"],)), normal(rng, (case["o"],)), normal(rng, (case["o"],)),
+                  (rng.random(case["o"]) + 0.5).astype(np.float32)]
+    explicit = (0, 0, 0, 0) if case["same"] else case["pads"]
+    cfg = np.array([*case["stride"], *explicit, *case["dil"], case["groups"], act, int(case["bias"]),
+                    int(case["fold"]), int(case["same"]), case["algo"], bits(ALPHA), bits(1e-3)], np.int64)
+    return rng, x, w, extra, cfg
+
+
+def folded(case, w, extra):
+    """The weights and bias the kernel convolves with (float64), and the per-channel BatchNorm scale."""
+    w = w.astype(np.float64)
+    bias = extra[0].astype(np.float64) if case["bias"] else np.zeros(w.shape[0])
+    if not case["fold"]:
+        return w, bias, None
+    g, b, m, v = (t.astype(np.float64) for t in extra[1 if case["bias"] else 0:])
+    s = g / np.sqrt(v + 1e-3)
+    return w * s[:, None, None, None], b + (bias - m) * s, s
+
+
+def conv_tolerance(case) -> float:
+    return 3e-5 if case["algo"] in (2, 3) or (case["algo"] == 0 and case["kh"] == 3) else 1e-5
+
+
+@SETTINGS
+@given(conv_any_case())
+def test_conv_any_forward(case):
+    rng, x, w, extra, cfg = conv_any_setup(case)
+    wf, bf, _ = folded(case, w, extra)
+    ref = ACTS[case["act"]](conv_any_ref(x, wf, case["stride"], case["pads"], case["dil"], case["groups"])
+                            + bf[None, :, None, None])
+    (y,) = call("ConvForward", [cfg, x, w, *extra], [ref.shape])
+    assert_close(y, ref, conv_tolerance(case))
+
+
+@SETTINGS
+@given(conv_any_case(), st.sampled_from([0, 1, 2, 3, 6]))
+def test_conv_any_backward(case, act):
+    """dx, dw, dbias and the folded BatchNorm's gradients, the activation's derivative taken from y."""
+    rng, x, w, extra, cfg = conv_any_setup(case, act)
+    wf, bf, s = folded(case, w, extra)
+    z = conv_any_ref(x, wf, case["stride"], case["pads"], case["dil"], case["groups"]) + bf[None, :, None, None]
+    y = ACTS[act](z).astype(np.float32)
+    dy = normal(rng, y.shape)
+    g = dy.astype(np.float64) * GRAD_FROM_Y[act](y.astype(np.float64))
+    dx_ref, dwf = conv_any_grad_ref(g, x, wf, case["stride"], case["pads"], case["dil"], case["groups"])
+    dbf = g.sum(axis=(0, 2, 3))
+    refs = [dx_ref]
+    outs = [w.shape]
+    if not case["fold"]:
+        refs.append(dwf)
+        if case["bias"]:
+            refs.append(dbf)
+    else:
+        gam, _, mean, var = (t.astype(np.float64) for t in extra[1 if case["bias"] else 0:])
+        bias = extra[0].astype(np.float64) if case["bias"] else np.zeros(w.shape[0])
+        ds = (dwf * w).sum(axis=(1, 2, 3)) + dbf * (bias - mean)
+        refs.append(dwf * s[:, None, None, None])
+        if case["bias"]:
+            refs.append(dbf * s)
+        inv = 1 / np.sqrt(var + 1e-3)
+        refs += [ds * inv, dbf, -dbf * s, ds * gam * -0.5 * inv ** 3]
+    outs += [(w.shape[0],)] * (len(refs) - 2)
+    (dx,) = call("ConvBackwardData", [cfg, dy, y, x, w, *extra], [x.shape])
+    grads = call("ConvBackwardFilter", [cfg, dy, y, x, w, *extra], outs)
+    tol = 2 * conv_tolerance(case)
+    for name, got, want in zip(["dx", "dw", "d1", "d2", "d3", "d4", "d5"], [dx, *grads], refs):
+        assert_close(got, want, tol), name
+
+
+@pytest.mark.parametrize("algo", [1, 2, 3])
+@pytest.mark.parametrize("n,c,o,size", [(16, 64, 64, 14), (2, 96, 48, 9), (3, 40, 72, 28), (1, 128, 128, 7)])
+def test_winograd_at_network_sizes(algo, n, c, o, size):
+    """Winograd F(4,3) / F(2,3) against float64 at ResNet-like widths (many tiles, several tile blocks, a
+    block boundary inside a tile row): forward, input gradient and the weight gradient (Winograd's dual,
+    over several super-blocks of tiles), ReLU epilogue."""
+    rng = np.random.default_rng(c + size)
+    x = np.maximum(normal(rng, (n, c, size, size)), 0)
+    w = normal(rng, (o, c, 3, 3), np.sqrt(2 / (9 * c)))
+    b = normal(rng, (o,))
+    cfg = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, algo, 0, 0], np.int64)
+    ref = np.maximum(conv_any_ref(x, w, (1, 1), (1, 1, 1, 1)) + b[None, :, None, None], 0)
+    (y,) = call("ConvForward", [cfg, x, w, b], [ref.shape])
+    assert_close(y, ref, 1e-5 if algo == 1 else 4e-5)
+    dy = normal(rng, y.shape)
+    dx_ref, dw_ref = conv_any_grad_ref(dy * (y > 0), x, w, (1, 1), (1, 1, 1, 1))
+    (dx,) = call("ConvBackwardData", [cfg, dy, y, x, w, b], [x.shape])
+    assert_close(dx, dx_ref, 1e-5 if algo == 1 else 4e-5)
+    dw, db = call("ConvBackwardFilter", [cfg, dy, y, x, w, b], [w.shape, (o,)])
+    assert_close(dw, dw_ref, 1e-5 if algo == 1 else 4e-5)
+    assert_close(db, (dy * (y > 0)).sum(axis=(0, 2, 3)))
+
+
+def test_conv_any_rejects_bad_arguments():
+    x, w = np.ones((1, 4, 5, 5), np.float32), np.ones((6, 2, 3, 3), np.float32)
+    cfg = np.array([1, 1, 1, 1, 1, 1, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0], np.int64)
+    call("ConvForward", [cfg, x, w], [(1, 6, 5, 5)])  # the valid call
+    cases = [
+        (dict(groups=3), "groups = 3 must divide"),
+        (dict(act=9), "act = 9 is out of range"),
+        (dict(dil=0), "dilation_h = 0"),
+        (dict(algo=2), "Winograd needs"),
+        (dict(algo=4), "depthwise kernel needs"),
+        (dict(bias=1), "expected 5 tensors"),
+    ]
+    for change, message in cases:
+        c = cfg.copy()
+        c[8] = change.get("groups", 2)
+        c[9] = change.get("act", 0)
+        c[6] = change.get("dil", 1)
+        c[13] = change.get("algo", 0)
+        c[10] = change.get("bias", 0)
+        with pytest.raises(Exception, match="ConvForward") as err:
+            call("ConvForward", [c, x, w], [(1, 6, 5, 5)])
+        assert message in str(err.value), (change, str(err.value))
+    with pytest.raises(Exception, match="has shape"):
+        call("ConvForward", [cfg, x, w], [(1, 6, 4, 5)])
+    with pytest.raises(Exception, match="first input must be the int64 cfg"):
+        call("ConvForward", [x, w], [(1, 6, 5, 5)])
+    swish = cfg.copy()
+    swish[9] = 5
+    with pytest.raises(Exception, match="cannot be differentiated from its output"):
+        call("ConvBackwardData", [swish, np.ones((1, 6, 5, 5), np.float32), np.ones((1, 6, 5, 5), np.float32), x, w],
+             [x.shape])
+
+
+# ---------------------------------------------------------------- general pooling (PoolForward / PoolBackward)
+def pool_any_ref(x, k, stride, pads, dil, avg, ceil_mode, include_pad, divisor):
+    """PyTorch's / MindSpore's pooling in float64 with the first maximum getting the gradient; returns
+    (y, backward) where backward(dy) -> dx."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = k, stride, pads, dil
+    N, C, H, W = x.shape
+
+    def size(n, lo, hi, ext, s):
+        span = n + lo + hi - ext
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        return o - 1 if ceil_mode and (o - 1) * s >= n + lo else o
+
+    OH, OW = size(H, pt, pb, dh * (kh - 1) + 1, sh), size(W, pl, pr, dw * (kw - 1) + 1, sw)
+    x64 = x.astype(np.float64)
+    y = np.zeros((N, C, OH, OW))
+    taps = {}
+    for oh in range(OH):
+        for ow in range(OW):
+            h0, w0 = oh * sh - pt, ow * sw - pl
+            cells = [(h0 + a * dh, w0 + b * dw) for a in range(kh) for b in range(kw)]
+            inside = [(i, j) for i, j in cells if 0 <= i < H and 0 <= j < W]
+            if avg:
+                hend, wend = min(h0 + kh, H + pb), min(w0 + kw, W + pr)
+                if divisor:
+                    div = divisor
+                elif include_pad:
+                    div = (hend - h0) * (wend - w0)
+                else:
+                    div = (min(hend, H) - max(h0, 0)) * (min(wend, W) - max(w0, 0))
+                taps[oh, ow] = (inside, div)
+                y[:, :, oh, ow] = sum(x64[:, :, i, j] for i, j in inside) / div
+            elif not inside:  # a dilated window can miss the image entirely: -inf, no gradient
+                taps[oh, ow] = (inside, None)
+                y[:, :, oh, ow] = -np.inf
+            else:
+                vals = np.stack([x64[:, :, i, j] for i, j in inside], axis=-1)
+                taps[oh, ow] = (inside, vals.argmax(axis=-1))
+                y[:, :, oh, ow] = vals.max(axis=-1)
+
+    def backward(dy):
+        dx = np.zeros((N, C, H, W))
+        n_idx, c_idx = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
+        for (oh, ow), (inside, aux) in taps.items():
+            if avg:
+                for i, j in inside:
+                    dx[:, :, i, j] += dy[:, :, oh, ow] / aux
+            elif inside:
+                rows = np.array([i for i, _ in inside])[aux]
+                cols = np.array([j for _, j in inside])[aux]
+                np.add.at(dx, (n_idx, c_idx, rows, cols), dy[:, :, oh, ow])
+        return dx
+
+    return y, backward
+
+
+@st.composite
+def pool_any_case(draw):
+    avg = draw(st.booleans())
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = (1, 1) if avg else (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    same = draw(st.booleans())
+    pads = (draw(st.integers(0, ekh - 1)), draw(st.integers(0, ekw - 1)), draw(st.integers(0, ekh - 1)),
+            draw(st.integers(0, ekw - 1)))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, ekh - (0 if same else pads[0] + pads[2])), 11))
+    w = draw(st.integers(max(1, ekw - (0 if same else pads[1] + pads[3])), 11))
+    if same:
+        (pt, pb), (pl, pr) = same_pads(h, ekh, sh), same_pads(w, ekw, sw)
+        pads = (pt, pl, pb, pr)
+    ceil = draw(st.booleans()) and not same
+    include_pad = draw(st.booleans())
+    divisor = draw(st.sampled_from([0, 0, 1, 5])) if avg else 0
+    return dict(n=draw(st.integers(1, 3)), c=draw(st.integers(1, 4)), h=h, w=w, k=(kh, kw), stride=(sh, sw),
+                pads=pads, dil=(dh, dw), avg=avg, same=same, ceil=ceil, include_pad=include_pad, divisor=divisor,
+                seed=draw(st.integers(0, 2**31 - 1)))
+
+
+@SETTINGS
+@given(pool_any_case())
+def test_pool_any_forward_backward(case):
+    rng = np.random.default_rng(case["seed"])
+    x = normal(rng, (case["n"], case["c"], case["h"], case["w"]))
+    explicit = (0, 0, 0, 0) if case["same"] else case["pads"]
+    cfg = np.array([*case["k"], *case["stride"], *explicit, *case["dil"], int(case["avg"]), int(case["include_pad"]),
+                    case["divisor"], int(case["same"]), int(case["ceil"]), 0], np.int64)
+    ref, backward = pool_any_ref(x, case["k"], case["stride"], case["pads"], case["dil"], case["avg"],
+                                 case["ceil"] and not case["same"], case["include_pad"], case["divisor"])
+    (y,) = call("PoolForward", [cfg, x], [ref.shape])
+    empty = np.isinf(ref)
+    assert np.array_equal(np.isinf(y), empty)
+    assert_close(np.where(empty, 0, y), np.where(empty, 0, ref))
+    dy = normal(rng, y.shape)
+    (dx,) = call("PoolBackward", [cfg, dy, x, y], [x.shape])
+    assert_close(dx, backward(dy.astype(np.float64)))
+
+
+def test_global_average_pool_and_ties():
+    """A window over the whole map is global average pooling; with ties the first maximum gets the gradient."""
+    rng = np.random.default_rng(7)
+    x = normal(rng, (3, 5, 7, 6))
+    cfg = np.array([7, 6, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0], np.int64)
+    (y,) = call("PoolForward", [cfg, x], [(3, 5, 1, 1)])
+    assert_close(y, x.astype(np.float64).mean(axis=(2, 3), keepdims=True))
+    xi = ints(rng, (2, 3, 9, 9))  # many ties
+    cfg = np.array([3, 3, 2, 2, 1, 1, 1, 1, 2, 1, 0, 1, 0, 0, 1, 0], np.int64)
+    ref, backward = pool_any_ref(xi, (3, 3), (2, 2), (1, 1, 1, 1), (2, 1), False, True, True, 0)
+    (y,) = call("PoolForward", [cfg, xi], [ref.shape])
+    assert_close(y, ref)
+    dy = ints(rng, y.shape)
+    (dx,) = call("PoolBackward", [cfg, dy, xi, y], [xi.shape])
+    assert_close(dx, backward(dy.astype(np.float64)))
+
+
+def test_pool_any_rejects_bad_arguments():
+    x = np.ones((1, 2, 6, 6), np.float32)
+    good = np.array([3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 0], np.int64)
+    call("PoolForward", [good, x], [(1, 2, 3, 3)])
+    for index, value, message in [(4, 3, "must be smaller than the 3x3 window"), (10, 2, "mode = 2"),
+                                  (8, 2, None), (2, 0, "stride_h = 0")]:
+        cfg = good.copy()
+        cfg[index] = value
+        if message is None:  # average pooling with a dilation
+            cfg[10] = 1
+            message = "average pooling has no dilation"
+        with pytest.raises(Exception, match="PoolForward") as err:
+            call("PoolForward", [cfg, x], [(1, 2, 3, 3)])
+        assert message in str(err.value)
+
+
+# ---------------------------------------------------------------- BatchNorm (training and inference)
+bn_case = st.fixed_dictionaries(dict(n=st.integers(1, 3), c=st.integers(1, 5), h=st.integers(1, 6),
+                                     w=st.integers(1, 6), act=st.integers(0, 6),
+                                     momentum=st.sampled_from([0.0, 0.9, 0.99]), seed=st.integers(0, 2**31 - 1)))
+
+
+def bn_ref(x, gamma, beta, mean, var, eps, act):
+    xhat = (x - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + eps)
+    return ACTS[act](xhat * gamma[None, :, None, None] + beta[None, :, None, None]), xhat
+
+
+def act_grad_z(act, z):
+    if act in GRAD_FROM_Y:
+        return GRAD_FROM_Y[act](ACTS[act](z))
+    if act == 4:
+        return np.where(z <= -3, 0.0, np.where(z >= 3, 1.0, (2 * z + 3) / 6))
+    s = 1 / (1 + np.exp(-z))
+    return s * (1 + z * (1 - s))
+
+
+@SETTINGS
+@given(bn_case)
+def test_batchnorm_train(case):
+    """Batch statistics (biased variance), MindSpore's moving-average update (unbiased variance), and the
+    gradient through the statistics, for every fused activation."""
+    rng = np.random.default_rng(case["seed"])
+    C, act, eps, m = case["c"], case["act"], 1e-4, case["momentum"]
+    x = (normal(rng, (case["n"], C, case["h"], case["w"])) * 3 + 2).astype(np.float32)
+    gamma, beta, mm = normal(rng, (C,)), normal(rng, (C,)), normal(rng, (C,))
+    mv = (rng.random(C) + 0.5).astype(np.float32)
+    cfg = np.array([act, bits(ALPHA), bits(eps), bits(m), 0, 0, 0, 0], np.int64)
+    y, mean, invstd, nmm, nmv = call("BatchNormTrain", [cfg, x, gamma, beta, mm, mv], [x.shape] + [(C,)] * 4)
+    x64 = x.astype(np.float64)
+    bm, bv = x64.mean(axis=(0, 2, 3)), x64.var(axis=(0, 2, 3))
+    M = x.size // C
+    ref, xhat = bn_ref(x64, gamma, beta, bm, bv, eps, act)
+    assert_close(y, ref)
+    assert_close(mean, bm)
+    assert_close(invstd, 1 / np.sqrt(bv + eps), 1e-4)
+    assert_close(nmm, m * mm + (1 - m) * bm)
+    assert_close(nmv, m * mv + (1 - m) * (bv * M / (M - 1) if M > 1 else bv))
+    if M < 4:  # with 1-3 values per channel dx cancels to ~0: float32 rounding, not the kernel, decides it
+        return
+    dy = normal(rng, x.shape)
+    z = xhat * gamma[None, :, None, None] + beta[None, :, None, None]
+    g = dy * act_grad_z(act, z)
+    dbeta, dgamma = g.sum(axis=(0, 2, 3)), (g * xhat).sum(axis=(0, 2, 3))
+    k = (gamma / np.sqrt(bv + eps))[None, :, None, None]
+    dx_ref = k * (g - dbeta[None, :, None, None] / M - xhat * dgamma[None, :, None, None] / M)
+    dx, dg, db = call("BatchNormTrainBackward", [cfg, dy, x, y, gamma, beta, mean, invstd], [x.shape, (C,), (C,)])
+    assert_close(dx, dx_ref, 1e-4)
+    assert_close(dg, dgamma, 1e-4)
+    assert_close(db, dbeta, 1e-4)
+
+
+@SETTINGS
+@given(bn_case)
+def test_batchnorm_infer(case):
+    rng = np.random.default_rng(case["seed"])
+    C, act, eps = case["c"], case["act"], 1e-5
+    x = normal(rng, (case["n"], C, case["h"], case["w"]))
+    gamma, beta, mean = normal(rng, (C,)), normal(rng, (C,)), normal(rng, (C,))
+    var = (rng.random(C) + 0.5).astype(np.float32)
+    cfg = np.array([act, bits(ALPHA), bits(eps), bits(0.9), 0, 0, 0, 0], np.int64)
+    (y,) = call("BatchNormInfer", [cfg, x, gamma, beta, mean, var], [x.shape])
+    ref, xhat = bn_ref(x.astype(np.float64), gamma, beta, mean, var, eps, act)
+    assert_close(y, ref)
+    dy = normal(rng, x.shape)
+    g = dy * act_grad_z(act, xhat * gamma[None, :, None, None] + beta[None, :, None, None])
+    dx, dg, db = call("BatchNormInferBackward", [cfg, dy, x, y, gamma, beta, mean, var], [x.shape, (C,), (C,)])
+    assert_close(dx, g * (gamma / np.sqrt(var + eps))[None, :, None, None])
+    assert_close(dg, (g * xhat).sum(axis=(0, 2, 3)))
+    assert_close(db, g.sum(axis=(0, 2, 3)))
+
+
+def test_batchnorm_rejects_bad_arguments():
+    x, c = np.ones((2, 3, 4, 4), np.float32), np.ones(3, np.float32)
+    cfg = np.array([0, 0, bits(1e-5), bits(0.9), 0, 0, 0, 0], np.int64)
+    call("BatchNormInfer", [cfg, x, c, c, c, c], [x.shape])
+    for index, value, message in [(2, bits(0.0), "epsilon must be positive"), (3, bits(1.5), "momentum must be in"),
+                                  (0, 7, "is not an activation")]:
+        bad = cfg.copy()
+        bad[index] = value
+        with pytest.raises(Exception, match=message):
+            call("BatchNormTrain", [bad, x, c, c, c, c], [x.shape] + [(3,)] * 4)
+    with pytest.raises(Exception, match="'gamma' has shape"):
+        call("BatchNormInfer", [cfg, x, np.ones(4, np.float32), c, c, c], [x.shape])
+
+
+# ---------------------------------------------------------------- the exception barrier
+def test_out_of_memory_is_an_error_not_a_crash(threads):
+    """With the address space capped, the im2col buffer cannot be allocated (and worker threads may not
+    start): the entry point returns an error with the message instead of letting bad_alloc escape."""
+    import os
+    import signal
+
+    if "asan" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("AddressSanitizer reserves its shadow memory up front: an address-space cap breaks it")
+    rng = np.random.default_rng(9)
+    x = normal(rng, (2, 64, 96, 96))
+    w = normal(rng, (64, 64, 7, 7), 0.01)
+    cfg = np.array([1, 1, 3, 3, 3, 3, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0], np.int64)  # im2col: 64*49 x 9216 floats
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(60)
+        code = 5
+        try:
+            import resource
+
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            resource.setrlimit(resource.RLIMIT_AS, (used + (48 << 20), resource.RLIM_INFINITY))
+            try:
+                call("ConvForward", [cfg, x, w], [(2, 64, 96, 96)])
+                code = 3  # the allocation did not fail: the limit was too generous
+            except Exception as err:  # noqa: BLE001 - the error must carry the kernel's message
+                code = 0 if "out of memory" in str(err) else 4
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), f"the child crashed: status {status}"
+    assert os.WEXITSTATUS(status) in (0, 3), f"child exit {os.WEXITSTATUS(status)}"
 
 
 # ---------------------------------------------------------------- the same tests under ASan + UBSan

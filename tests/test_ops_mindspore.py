@@ -11,22 +11,8 @@ from mindspore import Parameter, Tensor, nn, ops  # noqa: E402
 from mindplug.ops import _dispatch, _library  # noqa: E402
 from mindplug.ops._aot import Conv2dKernel, InceptionKernel, MaxPoolKernel  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not _library.available(), reason="kernel library not built")
-MODES = {"graph": ms.GRAPH_MODE, "pynative": ms.PYNATIVE_MODE}
-
-
-@pytest.fixture(autouse=True)
-def kernels_allowed(monkeypatch):
-    """These tests compare the kernels with native ops, whatever MINDPLUG_KERNELS the shell has."""
-    monkeypatch.delenv("MINDPLUG_KERNELS", raising=False)
-
-
-@pytest.fixture(params=sorted(MODES))
-def mode(request):
-    previous = ms.get_context("mode")
-    ms.set_context(mode=MODES[request.param])
-    yield request.param
-    ms.set_context(mode=previous)
+pytestmark = [pytest.mark.skipif(not _library.library_path().is_file(), reason="kernel library not built"),
+              pytest.mark.usefixtures("kernels_allowed")]
 
 
 def rel_err(a, b) -> float:
@@ -167,6 +153,30 @@ def test_kernel_error_is_raised_not_corrupting():
             Conv2dKernel(3, 1, "same")(Tensor(normal((1, 2, 8, 8))), Tensor(normal((3, 4, 3, 3)))).asnumpy()
     finally:
         ms.set_context(mode=previous)
+
+
+def test_kernel_refusal_reaches_the_cli_as_its_one_error_line():
+    """MindSpore runs the kernel on its own thread and says only "returned 1": the engine's error line
+    must carry the kernel's own message, and the kernel must not print a second copy of it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, mindspore as ms\n"
+        "from mindspore import nn, Tensor\n"
+        "import mindplug.ops as mo\n"
+        "from mindplug.engine.cli import run\n"
+        "import mindplug.engine.cli as cli\n"
+        "def boom(argv):\n"
+        "    net = mo.accelerate(nn.SequentialCell([nn.Conv2d(1, 4, 3)]))\n"
+        "    net(Tensor(np.ones((1, 3, 8, 8), np.float32))).asnumpy()\n"
+        "cli.COMMANDS['boom'] = boom\n"
+        "sys.exit(run('boom', []))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if "mindplug kernel" in line]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: mindplug kernel ConvForward: input has 3 channels"), lines
+    assert "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------- dispatch

@@ -247,6 +247,7 @@ def run(command: str, argv: List[str]) -> int:
     if handler is None:
         print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    os.environ.setdefault("MINDPLUG_KERNELS_QUIET", "1")  # a kernel's refusal becomes this command's error line
     try:
         with _warnings_as_lines():
             return guarded(handler, list(argv))
@@ -272,10 +273,12 @@ def _kernel_message(exc: BaseException) -> str:
     for line in str(exc).splitlines():
         if "mindplug kernel" in line:
             return line.strip()
+    if "AOT kernel" not in str(exc):  # MindSpore's words for a Custom op that returned an error
+        return ""
     try:
         from mindplug.ops import _library
 
-        return _library.last_error() if _library.available() else ""
+        return _library.last_error(any_thread=True) if _library.available() else ""
     except Exception:  # noqa: BLE001 - no kernel message is as good as none
         return ""
 

@@ -2,14 +2,19 @@
 
 #include <omp.h>
 
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 
 namespace mp {
 
 static thread_local char g_err[512];
-static int g_threads = 0;
+// MindSpore runs kernels on its own threads: a copy for whoever reports the error on another thread.
+static std::mutex g_any_mu;
+static char g_any_err[512];
+static std::atomic<int> g_threads{0};  // written from Python (ctypes) while kernels may run
 
 int fail(const char *fn, const char *fmt, ...) {
   int n = std::snprintf(g_err, sizeof(g_err), "mindplug kernel %s: ", fn);
@@ -17,14 +22,28 @@ int fail(const char *fn, const char *fmt, ...) {
   va_start(ap, fmt);
   if (n > 0 && n < static_cast<int>(sizeof(g_err))) std::vsnprintf(g_err + n, sizeof(g_err) - n, fmt, ap);
   va_end(ap);
-  std::fprintf(stderr, "%s\n", g_err);
+  {
+    std::lock_guard<std::mutex> lock(g_any_mu);
+    std::memcpy(g_any_err, g_err, sizeof(g_err));
+  }
+  // The engine's CLI reports the message itself as one error line; anyone else sees it on stderr.
+  const char *quiet = std::getenv("MINDPLUG_KERNELS_QUIET");
+  if (!(quiet && quiet[0] && quiet[0] != '0')) std::fprintf(stderr, "%s\n", g_err);
   return 1;
 }
 
 const char *last_error() { return g_err; }
 
-int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
-void set_num_threads(int n) { g_threads = n > 0 ? n : 0; }
+void last_error_any(char *out, size_t size) {
+  std::lock_guard<std::mutex> lock(g_any_mu);
+  std::snprintf(out, size, "%s", g_any_err);
+}
+
+int num_threads() {
+  const int n = g_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : omp_get_max_threads();
+}
+void set_num_threads(int n) { g_threads.store(n > 0 ? n : 0, std::memory_order_relaxed); }
 
 bool bind(const char *fn, int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
           const std::vector<const char *> &spec, std::vector<Arg> &out) {
@@ -111,5 +130,7 @@ float *scratch(int slot, size_t count) {
 }  // namespace mp
 
 MP_EXPORT const char *MindplugLastError() { return mp::last_error(); }
+// The most recent error on any thread, copied into `out`.
+MP_EXPORT void MindplugLastErrorAnyThread(char *out, size_t size) { mp::last_error_any(out, size); }
 MP_EXPORT void MindplugSetNumThreads(int n) { mp::set_num_threads(n); }
 MP_EXPORT int MindplugGetNumThreads() { return mp::num_threads(); }

@@ -50,8 +50,7 @@ bool is_pointwise(const mp::Geo &g) {
 }  // namespace
 
 // inputs x[N,C,H,W], w[O,C,KH,KW], cfg[8] int64; output y[N,O,OH,OW].
-MP_EXPORT int Conv2dForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                            void *, void *) {
+MP_AOT_ENTRY(Conv2dForward) {
   std::vector<mp::Arg> a;
   if (!mp::bind(kFwd, nparam, params, ndims, shapes, dtypes, {"x:f4", "w:f4", "cfg:i1", "y:f4"}, a)) return 1;
   const mp::Arg &x = a[0], &w = a[1], &cfg = a[2], &y = a[3];
@@ -117,8 +116,7 @@ int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t
 
 // inputs dy[N,O,OH,OW], y (the forward output, for the ReLU mask), x, w, cfg; output dx[N,C,H,W].
 // A separate op from the weight gradient so that GRAPH mode drops it for the network's input layer.
-MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                 void *, void *) {
+MP_AOT_ENTRY(Conv2dBackwardData) {
   return conv_backward("Conv2dBackwardData", nparam, params, ndims, shapes, dtypes, true,
                        [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dx, const mp::Geo &g, const mp::ChunkPlan &,
                           auto run) {
@@ -140,8 +138,7 @@ MP_EXPORT int Conv2dBackwardData(int nparam, void **params, int *ndims, int64_t 
 }
 
 // inputs dy, y, x, w, cfg (as Conv2dBackwardData); output dw[O,C,KH,KW].
-MP_EXPORT int Conv2dBackwardFilter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                   void *, void *) {
+MP_AOT_ENTRY(Conv2dBackwardFilter) {
   return conv_backward("Conv2dBackwardFilter", nparam, params, ndims, shapes, dtypes, false,
                        [](const mp::Arg &x, const mp::Arg &w, const mp::Arg &dw, const mp::Geo &g, const mp::ChunkPlan &plan,
                           auto run) {

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -17,21 +18,22 @@ namespace {
 using DnnlSgemm = int (*)(char, char, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *,
                           int64_t, float, float *, int64_t);
 
-DnnlSgemm g_dnnl = nullptr;
-bool g_forced_own = false;
-int g_own_isa = -1;  // -1: the best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512 (tests pin each one)
+// Written from Python through ctypes (MindplugLoadDnnl / MindplugForceOwnGemm) while kernels may run: atomics.
+std::atomic<DnnlSgemm> g_dnnl{nullptr};
+std::atomic<bool> g_forced_own{false};
+std::atomic<int> g_own_isa{-1};  // -1: the best the CPU has; 0 baseline, 1 AVX2, 2 AVX-512 (tests pin each one)
 std::once_flag g_probe;
 
 void probe() {
   // Only the copy MindSpore (or the Python loader) already has in the process: never a second oneDNN.
   void *h = dlopen("libdnnl.so.3", RTLD_NOW | RTLD_NOLOAD);
-  if (h) g_dnnl = reinterpret_cast<DnnlSgemm>(dlsym(h, "dnnl_sgemm"));
+  if (h) g_dnnl.store(reinterpret_cast<DnnlSgemm>(dlsym(h, "dnnl_sgemm")));
 }
 
 DnnlSgemm dnnl() {
-  if (g_forced_own) return nullptr;
+  if (g_forced_own.load(std::memory_order_relaxed)) return nullptr;
   std::call_once(g_probe, probe);
-  return g_dnnl;
+  return g_dnnl.load(std::memory_order_acquire);
 }
 
 // Portable fallback GEMM (Goto-style): operands packed into panels, an MR x NR register-blocked
@@ -126,7 +128,8 @@ void own_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
   static const int best = __builtin_cpu_supports("avx512f")                                   ? 2
                           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
                                                                                              : 0;
-  const int isa = g_own_isa >= 0 ? std::min(g_own_isa, best) : best;
+  const int pinned = g_own_isa.load(std::memory_order_relaxed);
+  const int isa = pinned >= 0 ? std::min(pinned, best) : best;
   if (isa == 2)
     gemm_avx512(ta, tb, M, N, K, alpha, A, lda, B, ldb, C, ldc);
   else if (isa == 1)
@@ -177,23 +180,32 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
 
 const char *gemm_backend() { return dnnl() ? "onednn" : "own"; }
 
+bool gemm_allows_avx512() {
+  const int pinned = g_own_isa.load(std::memory_order_relaxed);
+  return !(g_forced_own.load(std::memory_order_relaxed) && pinned >= 0 && pinned < 2);
+}
+
 }  // namespace mp
 
 // Loads oneDNN from an explicit path (the Python loader passes the copy beside the mindspore package
 // when MindSpore itself has not loaded it, e.g. in kernel tests). Returns 0 on success.
 MP_EXPORT int MindplugLoadDnnl(const char *path) {
-  void *h = path ? dlopen(path, RTLD_NOW | RTLD_GLOBAL) : nullptr;
-  if (!h) return mp::fail("MindplugLoadDnnl", "cannot load %s: %s", path ? path : "(null)", dlerror());
-  std::call_once(mp::g_probe, mp::probe);  // a later probe must not overwrite this choice
-  mp::g_dnnl = reinterpret_cast<mp::DnnlSgemm>(dlsym(h, "dnnl_sgemm"));
-  return mp::g_dnnl ? 0 : mp::fail("MindplugLoadDnnl", "%s has no dnnl_sgemm", path);
+  return mp::guarded("MindplugLoadDnnl", [&] {
+    void *h = path ? dlopen(path, RTLD_NOW | RTLD_GLOBAL) : nullptr;
+    if (!h) return mp::fail("MindplugLoadDnnl", "cannot load %s: %s", path ? path : "(null)", dlerror());
+    std::call_once(mp::g_probe, mp::probe);  // a later probe must not overwrite this choice
+    auto *fn = reinterpret_cast<mp::DnnlSgemm>(dlsym(h, "dnnl_sgemm"));
+    if (!fn) return mp::fail("MindplugLoadDnnl", "%s has no dnnl_sgemm", path);
+    mp::g_dnnl.store(fn, std::memory_order_release);
+    return 0;
+  });
 }
 
 // 0 uses oneDNN when present; 1 forces the portable kernel at the CPU's best ISA; 2, 3, 4 force it at
 // baseline, AVX2, AVX-512 (capped by the CPU) so the tests cover every clone.
 MP_EXPORT void MindplugForceOwnGemm(int mode) {
-  mp::g_forced_own = mode != 0;
-  mp::g_own_isa = mode >= 2 ? mode - 2 : -1;
+  mp::g_own_isa.store(mode >= 2 ? mode - 2 : -1, std::memory_order_relaxed);
+  mp::g_forced_own.store(mode != 0, std::memory_order_relaxed);
 }
 MP_EXPORT int MindplugCpuHas(const char *feature) {
   if (!feature) return 0;
@@ -201,4 +213,10 @@ MP_EXPORT int MindplugCpuHas(const char *feature) {
   if (!std::strcmp(feature, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return 0;
 }
-MP_EXPORT const char *MindplugGemmBackend() { return mp::gemm_backend(); }
+MP_EXPORT const char *MindplugGemmBackend() {
+  try {
+    return mp::gemm_backend();
+  } catch (...) {  // the first probe's call_once can throw; never across the C ABI
+    return "unknown";
+  }
+}

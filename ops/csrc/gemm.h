@@ -7,4 +7,6 @@ namespace mp {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
            const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 const char *gemm_backend();
+// False when the tests pinned the portable GEMM to a lower ISA (the other AVX-512 kernels follow it).
+bool gemm_allows_avx512();
 }  // namespace mp

@@ -73,8 +73,7 @@ void pool_chunk(const Block &b, const mp::PoolWindows *t, const float *xc, int64
 }  // namespace
 
 // inputs x[N,C,H,W], w1, w2a, w2b, w3a, w3b, w4 (OIHW); output y[N, c1+c3+c5+c4, H, W].
-MP_EXPORT int InceptionForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                               void *, void *) {
+MP_AOT_ENTRY(InceptionForward) {
   std::vector<mp::Arg> a;
   if (!mp::bind(kFwd, nparam, params, ndims, shapes, dtypes,
                 {"x:f4", "w1:f4", "w2a:f4", "w2b:f4", "w3a:f4", "w3b:f4", "w4:f4", "y:f4"}, a))
@@ -114,8 +113,7 @@ MP_EXPORT int InceptionForward(int nparam, void **params, int *ndims, int64_t **
 }
 
 // inputs dy, y (forward output), x, w1, w2a, w2b, w3a, w3b, w4; outputs dx, dw1, dw2a, dw2b, dw3a, dw3b, dw4.
-MP_EXPORT int InceptionBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                void *, void *) {
+MP_AOT_ENTRY(InceptionBackward) {
   std::vector<mp::Arg> a;
   if (!mp::bind(kBwd, nparam, params, ndims, shapes, dtypes,
                 {"dy:f4", "y:f4", "x:f4", "w1:f4", "w2a:f4", "w2b:f4", "w3a:f4", "w3b:f4", "w4:f4", "dx:f4",

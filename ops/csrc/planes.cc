@@ -9,7 +9,7 @@ namespace mp {
 namespace {
 // The output columns ow in [lo, hi) read input columns inside [0, W) for kernel column kw.
 inline void valid_range(const Geo &g, int64_t kw, int64_t &lo, int64_t &hi) {
-  const int64_t off = kw - g.pl;  // iw = ow*sw + off
+  const int64_t off = kw * g.dw - g.pl;  // iw = ow*sw + off
   lo = off >= 0 ? 0 : (-off + g.sw - 1) / g.sw;
   hi = g.W - off <= 0 ? 0 : (g.W - off - 1) / g.sw + 1;
   hi = std::min(hi, g.OW);
@@ -31,7 +31,7 @@ struct TapTable {
         const int64_t t = kh * g.KW + kw;
         for (int64_t oh = 0; oh < g.OH; ++oh)
           for (int64_t ow = 0; ow < g.OW; ++ow) {
-            const int64_t ih = oh * g.sh - g.pt + kh, iw = ow * g.sw - g.pl + kw, o = oh * g.OW + ow;
+            const int64_t ih = oh * g.sh - g.pt + kh * g.dh, iw = ow * g.sw - g.pl + kw * g.dw, o = oh * g.OW + ow;
             const bool in = ih >= 0 && ih < g.H && iw >= 0 && iw < g.W;
             idx[t * OHW + o] = in ? static_cast<int32_t>(ih * g.W + iw) : -1;
             if (!in || ih * g.W + iw != o) identity[t] = 0;
@@ -94,12 +94,12 @@ void im2col(const float *src, int64_t C, int64_t nb, int64_t cs, int64_t bs, con
         float *row = col + ((c * g.KH + kh) * g.KW + kw) * ld;
         int64_t lo, hi;
         valid_range(g, kw, lo, hi);
-        const int64_t off = kw - g.pl;
+        const int64_t off = kw * g.dw - g.pl;
         for (int64_t b = 0; b < nb; ++b) {
           const float *s = src + c * cs + b * bs;
           float *d = row + b * OHW;
           for (int64_t oh = 0; oh < g.OH; ++oh, d += g.OW) {
-            const int64_t ih = oh * g.sh - g.pt + kh;
+            const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
             if (ih < 0 || ih >= g.H) {
               std::memset(d, 0, sizeof(float) * g.OW);
               continue;
@@ -131,12 +131,12 @@ void col2im_add(const float *col, int64_t C, int64_t nb, float *dst, int64_t cs,
         const float *row = col + ((c * g.KH + kh) * g.KW + kw) * ld;
         int64_t lo, hi;
         valid_range(g, kw, lo, hi);
-        const int64_t off = kw - g.pl;
+        const int64_t off = kw * g.dw - g.pl;
         for (int64_t b = 0; b < nb; ++b) {
           float *s = dst + c * cs + b * bs;
           const float *d = row + b * OHW;
           for (int64_t oh = 0; oh < g.OH; ++oh, d += g.OW) {
-            const int64_t ih = oh * g.sh - g.pt + kh;
+            const int64_t ih = oh * g.sh - g.pt + kh * g.dh;
             if (ih < 0 || ih >= g.H) continue;
             float *sr = s + ih * g.W + off;
             if (g.sw == 1) {

@@ -52,8 +52,7 @@ void for_plane_blocks(int64_t planes, F fn) {
 }  // namespace
 
 // inputs x[N,C,H,W], cfg[9] int64; output y[N,C,OH,OW].
-MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
-                             void *) {
+MP_AOT_ENTRY(MaxPoolForward) {
   std::vector<mp::Arg> a;
   if (!mp::bind(kFwd, nparam, params, ndims, shapes, dtypes, {"x:f4", "cfg:i1", "y:f4"}, a)) return 1;
   const mp::Arg &x = a[0], &cfg = a[1], &y = a[2];
@@ -75,8 +74,7 @@ MP_EXPORT int MaxPoolForward(int nparam, void **params, int *ndims, int64_t **sh
 }
 
 // inputs dy[N,C,OH,OW], x, y (the forward output), cfg; output dx[N,C,H,W].
-MP_EXPORT int MaxPoolBackward(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *,
-                              void *) {
+MP_AOT_ENTRY(MaxPoolBackward) {
   std::vector<mp::Arg> a;
   if (!mp::bind(kBwd, nparam, params, ndims, shapes, dtypes, {"dy:f4", "x:f4", "y:f4", "cfg:i1", "dx:f4"}, a))
     return 1;
