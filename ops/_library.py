@@ -95,6 +95,8 @@ def load() -> ctypes.CDLL:
     lib.MindplugSetNumThreads.argtypes = [ctypes.c_int]
     lib.MindplugForceOwnGemm.argtypes = [ctypes.c_int]
     lib.MindplugCpuHas.argtypes, lib.MindplugCpuHas.restype = [ctypes.c_char_p], ctypes.c_int
+    lib.MindplugSetPrecision.argtypes, lib.MindplugSetPrecision.restype = [ctypes.c_int], ctypes.c_int
+    lib.MindplugLastErrorAnyThread.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
     if os.environ.get("MINDPLUG_GEMM", "") == "own":
         lib.MindplugForceOwnGemm(1)
     elif lib.MindplugGemmBackend() != b"onednn":
@@ -107,6 +109,29 @@ def load() -> ctypes.CDLL:
 def set_num_threads(n: int) -> None:
     """Sets the kernels' thread count (0 = OpenMP's default, omp_get_max_threads)."""
     load().MindplugSetNumThreads(int(n))
+
+
+#: the GEMM precisions of the kernels, by the engine's names
+PRECISIONS = ("float32", "bfloat16")
+
+
+def bf16_available() -> bool:
+    """True when the CPU has AVX512_BF16 and the process's oneDNN has its bf16 GEMM (detected at run time)."""
+    return bool(load().MindplugBf16Available())
+
+
+def set_precision(precision: str) -> str:
+    """Sets the precision of every kernel GEMM in the process ('float32' or 'bfloat16': bf16 operands,
+    fp32 accumulation, fp32 tensors in and out) and returns the one in effect: 'float32' where bf16 is
+    not available. Activations, weights, BatchNorm, pooling and reductions stay fp32 either way."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return PRECISIONS[load().MindplugSetPrecision(1 if precision == "bfloat16" else 0)]
+
+
+def get_precision() -> str:
+    """The precision the kernel GEMMs use now."""
+    return PRECISIONS[load().MindplugGetPrecision()]
 
 
 def last_error(any_thread: bool = False) -> str:

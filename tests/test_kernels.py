@@ -961,3 +961,101 @@ def test_kernels_pass_under_address_and_undefined_sanitizers(tmp_path, gemm_back
                           cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "passed" in proc.stdout and "AddressSanitizer" not in proc.stderr
+
+
+# ---------------------------------------------------------------- bfloat16 GEMMs
+BF16_TOL = 2e-2  # bf16 operands (8 significant bits), fp32 accumulation, relative to the output's scale
+
+
+@pytest.fixture
+def bf16(gemm_backend):
+    """The kernels switched to bfloat16 GEMMs; yields whether bf16 is in effect (only with oneDNN's GEMM on
+    a CPU with AVX512_BF16; the portable GEMM always computes in fp32)."""
+    effective = _library.set_precision("bfloat16")
+    assert _library.get_precision() == effective
+    if gemm_backend != "onednn":
+        assert effective == "float32", "the portable GEMM has no bf16 path: the request must fall back"
+    yield effective == "bfloat16"
+    assert _library.set_precision("float32") == "float32"
+
+
+def test_precision_names_are_checked():
+    with pytest.raises(ValueError, match="bfloat16"):
+        _library.set_precision("bf16")
+
+
+@SETTINGS
+@given(conv_any_case())
+def test_conv_any_forward_bf16(bf16, case):
+    rng, x, w, extra, cfg = conv_any_setup(case)
+    x, w = normal(rng, x.shape), normal(rng, w.shape, 0.5)  # real-valued: bf16 rounding shows
+    wf, bf, _ = folded(case, w, extra)
+    ref = ACTS[case["act"]](conv_any_ref(x, wf, case["stride"], case["pads"], case["dil"], case["groups"])
+                            + bf[None, :, None, None])
+    (y,) = call("ConvForward", [cfg, x, w, *extra], [ref.shape])
+    assert_close(y, ref, BF16_TOL if bf16 else conv_tolerance(case))
+
+
+@SETTINGS
+@given(conv_any_case())
+def test_conv_any_backward_bf16(bf16, case):
+    rng, x, w, extra, cfg = conv_any_setup(case, 0)
+    case = {**case, "fold": False}
+    cfg[11] = 0  # no folded BatchNorm: plain dx, dw (and dbias)
+    extra = extra[:1] if case["bias"] else []
+    y = (conv_any_ref(x, w.astype(np.float64), case["stride"], case["pads"], case["dil"], case["groups"])
+         + (extra[0].astype(np.float64)[None, :, None, None] if extra else 0)).astype(np.float32)
+    dy = normal(rng, y.shape)
+    dx_ref, dw_ref = conv_any_grad_ref(dy.astype(np.float64), x, w.astype(np.float64), case["stride"],
+                                       case["pads"], case["dil"], case["groups"])
+    (dx,) = call("ConvBackwardData", [cfg, dy, y, x, w, *extra], [x.shape])
+    grads = call("ConvBackwardFilter", [cfg, dy, y, x, w, *extra], [w.shape] + [(w.shape[0],)] * len(extra))
+    tol = BF16_TOL if bf16 else 2 * conv_tolerance(case)
+    assert_close(dx, dx_ref, tol)
+    assert_close(grads[0], dw_ref, tol)
+    if extra:
+        assert_close(grads[1], dy.astype(np.float64).sum(axis=(0, 2, 3)), tol)
+
+
+def test_bf16_really_rounds_the_gemm_operands(bf16):
+    """The GEMM path of a conv and the Inception block, forward and backward, differ from fp32 by bf16's
+    rounding (more than fp32's, within bf16's tolerance): the switch reaches the kernels."""
+    if not bf16:
+        pytest.skip("bf16 is not in effect with this GEMM / CPU")
+    rng = np.random.default_rng(11)
+    x = normal(rng, (2, 32, 12, 12))
+    w = normal(rng, (48, 32, 3, 3), 0.1)
+    cfg = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, bits(ALPHA), bits(1e-3)], np.int64)  # GEMM path
+    ref = conv_any_ref(x, w.astype(np.float64), (1, 1), (1, 1, 1, 1))
+    (y,) = call("ConvForward", [cfg, x, w], [ref.shape])
+    err = np.abs(y - ref).max() / np.abs(ref).max()
+    assert 1e-4 < err < BF16_TOL, err
+    dy = normal(rng, y.shape)
+    dx_ref, dw_ref = conv_any_grad_ref(dy.astype(np.float64), x, w.astype(np.float64), (1, 1), (1, 1, 1, 1))
+    (dx,) = call("ConvBackwardData", [cfg, dy, y, x, w], [x.shape])
+    (dw,) = call("ConvBackwardFilter", [cfg, dy, y, x, w], [w.shape])
+    for got, want in ((dx, dx_ref), (dw, dw_ref)):
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert 1e-4 < err < BF16_TOL, err
+    xi = np.maximum(normal(rng, (2, 24, 7, 7)), 0)
+    shapes = [(8, 24, 1, 1), (12, 24, 1, 1), (16, 12, 3, 3), (4, 24, 1, 1), (8, 4, 5, 5), (8, 24, 1, 1)]
+    ws = [normal(rng, s, float(np.sqrt(2 / np.prod(s[1:])))) for s in shapes]
+    iref, _ = inception_ref(xi, ws)
+    (yi,) = call("InceptionForward", [xi, *ws], [iref.shape])
+    err = np.abs(yi - iref).max() / np.abs(iref).max()
+    assert 1e-4 < err < BF16_TOL, err
+    # Backward from bf16-exact inputs: the block recomputes its hidden ReLUs from bf16 GEMMs, and against
+    # float64 on the unrounded inputs a unit within rounding of 0 could take the other side of its mask.
+    xi, ws = to_bf16(xi), [to_bf16(w) for w in ws]
+    iref, _ = inception_ref(xi, ws)
+    dyi = to_bf16(normal(rng, iref.shape))
+    refs = inception_grad_ref(dyi.astype(np.float64), iref.astype(np.float32), xi, ws)
+    got = call("InceptionBackward", [dyi, iref.astype(np.float32), xi, *ws], [xi.shape] + [w.shape for w in ws])
+    for name, g, r in zip(["dx", "dw1", "dw2a", "dw2b", "dw3a", "dw3b", "dw4"], got, refs):
+        assert_close(g, r, BF16_TOL), name
+
+
+def to_bf16(a):
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float32."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16).astype(np.uint32).view(np.float32)

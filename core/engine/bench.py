@@ -41,6 +41,7 @@ def _throughput(images_per_step: int, result: Dict[str, float]) -> float:
 def measure(job: Any, *, steps: int = 5, which: str = "both") -> List[Dict[str, Any]]:
     """One row per measured phase ('train', 'infer'); inside an msrun group the training step averages
     gradients over the workers, and img/s counts every worker's batch."""
+    from .runtime import apply_precision
     from .steps import StepState, TrainStep, WithLoss, grad_reducer
 
     rt, net = job.runtime, job.net
@@ -55,12 +56,16 @@ def measure(job: Any, *, steps: int = 5, which: str = "both") -> List[Dict[str, 
         reducer = grad_reducer(job.optimizer.parameters, rt.world, rt.device)
         step = TrainStep(WithLoss(net, job.loss_fn), job.optimizer, state, apply=True, reducer=reducer)
         net.set_train(True)
+        apply_precision(rt, rt.precision)
         result = _measure(step, (job.images, job.labels), steps)
-        rows.append({"phase": "train", **common, **result, "img_per_s": _throughput(batch * rt.world, result)})
+        rows.append({"phase": "train", **common, "precision": rt.precision, **result,
+                     "img_per_s": _throughput(batch * rt.world, result)})
     if which in ("both", "infer"):
         net.set_train(False)
+        apply_precision(rt, rt.val_precision)
         result = _measure(net, (job.images,), steps)
-        rows.append({"phase": "infer", **common, **result, "img_per_s": _throughput(batch * rt.world, result)})
+        rows.append({"phase": "infer", **common, "precision": rt.val_precision, **result,
+                     "img_per_s": _throughput(batch * rt.world, result)})
     return rows
 
 
@@ -97,7 +102,7 @@ def measure_data(job: Any, *, steps: int = 5, warmup: int = 2) -> List[Dict[str,
     workers = job.batches.workers
     return [{"phase": "data", "model": job.model_name, "params_M": None, "batch_size": job.batches.batch_size,
              "resolution": f"{shape[-2]}x{shape[-1]}", "mode": "-", "workers": rt.world, "path": path,
-             "pipeline_workers": workers, "kernel_layers": f"data: {path}, {workers} worker(s)",
+             "pipeline_workers": workers, "kernel_layers": f"data: {path}, {workers} worker(s)", "precision": "-",
              "compile_s": first, "ms_per_step": 1000.0 * elapsed / steps,
              "img_per_s": images * rt.world / elapsed}]
 
@@ -111,10 +116,10 @@ def kernel_layers(net: Any, kernels: str) -> str:
 
 
 def render(rows: List[Dict[str, Any]]) -> str:
-    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "kernel layers",
-              "graph compile", "ms/step", "img/s"]
+    header = ["phase", "model", "params(M)", "workers", "batch size", "resolution", "mode", "precision",
+              "kernel layers", "graph compile", "ms/step", "img/s"]
     table = [[r["phase"], r["model"], "-" if r["params_M"] is None else f"{r['params_M']:.2f}", r["workers"],
               r["batch_size"], r["resolution"],
-              r["mode"], r["kernel_layers"], f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}",
+              r["mode"], r.get("precision", "-"), r["kernel_layers"], f"{r['compile_s']:.1f}s", f"{r['ms_per_step']:.1f}",
               f"{r['img_per_s']:.2f}"] for r in rows]
     return render_table(table, header, markdown=True)

@@ -5,6 +5,8 @@ never read the recipe. Every check that can fail runs here, before data is read 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from . import build, state as st
 from .data import Batches, align_classes, batches_for, class_names_of, steps_per_epoch
 from .keys import TrainSection
 from .recipe import Recipe
-from .runtime import Runtime, init_runtime, seed_everything
+from .runtime import Runtime, apply_precision, init_runtime, seed_everything
 
 
 @dataclass
@@ -49,7 +51,8 @@ class TrainingJob:
     @property
     def dynamic_loss_scale(self) -> bool:
         kind = self.train.loss_scale_type
-        return kind == "dynamic" or (kind == "auto" and self.recipe.sections.runtime.amp_level != "O0")
+        # bfloat16 has float32's range: only float16 (MindSpore's amp off the CPU) needs a dynamic scale
+        return kind == "dynamic" or (kind == "auto" and self.runtime.precision == "float16")
 
 
 def _num_classes(requested: Optional[int], source: Any) -> int:
@@ -121,6 +124,8 @@ def _network(recipe: Recipe, model: build.Resolved, num_classes: int, runtime: R
         build.load_model_weights(net, model, start_from, fine_tune=True)
     elif s.model.pretrained:
         build.load_model_weights(net, model, build.pretrained_weights(model), fine_tune=True)
+    if runtime.precision != "float16":  # bfloat16 on the CPU lives in the kernels, not in casts
+        return net
     return build.mixed_precision(net, s.runtime.amp_level, s.runtime.amp_cast_list)
 
 
@@ -152,6 +157,7 @@ def evaluation_job(recipe: Recipe) -> EvaluationJob:
     source = build.open_split(s.data, s.data.val_split, role="validation", class_names=names)
     source = align_classes(source, names, "validation")
     runtime = init_runtime(s.runtime, notices=recipe.notices)
+    apply_precision(runtime, runtime.val_precision)
     if s.model.pretrained and not ckpt:
         weights = build.pretrained_weights(model)
         classes = int(s.model.num_classes or weights.num_classes)
@@ -189,6 +195,7 @@ def inference_job(recipe: Recipe, *, portable: bool = False, names_file: Optiona
     s = recipe.sections
     build.select_plugins(s.runtime)
     runtime = init_runtime(s.runtime, need_distribution=False, notices=recipe.notices)
+    apply_precision(runtime, runtime.val_precision)
     ckpt = s.model.ckpt_path
     net, classes = load_network(recipe, ckpt, s.model.num_classes,
                                 kernels="native" if portable else runtime.kernels)
@@ -219,6 +226,8 @@ def bench_job(recipe: Recipe, *, steps: int, train: bool) -> BenchJob:
     s = recipe.sections
     build.select_plugins(s.runtime)
     runtime = init_runtime(s.runtime, need_distribution=launched_by_msrun(), notices=recipe.notices)
+    if "val_amp_level" not in recipe.given:  # `bench --amp_level O2` measures both phases in it
+        runtime = dataclasses.replace(runtime, val_precision=runtime.precision)
     num_classes = int(s.model.num_classes or 1000)
     rng = np.random.default_rng(runtime.seed)
     size, batch = s.transforms.image_resize, s.data.batch_size

@@ -65,8 +65,11 @@ class RuntimeSection:
     dataset_sink_mode: bool = key(True, "sink data to the device (Ascend/GPU; a no-op on CPU)")
     kernels: Literal["auto", "native"] = key(
         "auto", "auto = mindplug's C++ kernels where they serve (CPU), native = MindSpore's own ops")
-    amp_level: Precision = key("O0", "mixed precision level")
-    val_amp_level: Precision = key("O0", "mixed precision level in validation")
+    amp_level: Precision = key(
+        "O0", "mixed precision level: on the CPU O1/O2/O3/auto = bfloat16 in the kernels (where the CPU has "
+        "AVX512_BF16), elsewhere MindSpore's float16 amp")
+    val_amp_level: Precision = key("O0", "mixed precision level in validation, validate, predict and the "
+                                          "bench's inference")
     amp_cast_list: Optional[List[str]] = key(None, "mindspore.nn cell class names cast by O1 (white) / O2 (black)")
     plugins: Optional[Mapping[str, Any]] = key(
         None, "plugin selection: {allow: [...], block: [...], prefer: {name: plugin}}")
@@ -200,7 +203,8 @@ class TrainSection:
     clip_value: float = key(15.0, "global-norm clip value")
     gradient_accumulation_steps: int = key(1, "accumulate this many batches per update")
     loss_scale_type: Literal["fixed", "dynamic", "auto"] = key(
-        "fixed", "fixed, dynamic or auto (= dynamic when amp_level is not O0)")
+        "fixed", "fixed, dynamic or auto (= dynamic under float16 amp; bfloat16 on the CPU needs no loss "
+        "scale)")
     loss_scale: float = key(1.0, "loss scale (fixed) or initial scale (dynamic)")
     drop_overflow_update: bool = key(False, "skip the update of a step whose gradients overflow")
 

@@ -35,7 +35,10 @@ class Runtime:
     workers: int = 1
     sink: bool = False
     kernels: str = "native"
+    #: what training computes in (amp_level): float32, bfloat16 (the CPU kernels) or float16 (MindSpore's amp)
     precision: str = "float32"
+    #: the same for validation, prediction and the bench's inference (val_amp_level)
+    val_precision: str = "float32"
     seed: int = 42
     notices: Tuple[str, ...] = field(default_factory=tuple)
 
@@ -125,6 +128,35 @@ def _kernels(requested: str, device: str) -> str:
     return "kernels" if _library.available() else "native"
 
 
+def _precision(level: str, key: str, device: str, kernels: str, found: List[str]) -> str:
+    """What amp level `level` means here. On the CPU any level but O0 is bfloat16 in the kernels' GEMMs
+    (fp32 weights, optimizer state, BatchNorm, softmax and loss), where the CPU has AVX512_BF16; elsewhere
+    it is MindSpore's float16 mixed precision."""
+    if level == "O0":
+        return "float32"
+    if device != "CPU":
+        return "float16"
+    from mindplug.ops import _library
+
+    if kernels != "kernels":
+        found.append(f"{key} {level} on the CPU means bfloat16 in mindplug's kernels, which are off "
+                     f"(kernels: native): computing in float32")
+        return "float32"
+    if not _library.bf16_available():
+        found.append(f"{key} {level}: this CPU has no AVX512_BF16 (or MindSpore's oneDNN lacks its bf16 "
+                     f"GEMM): computing in float32")
+        return "float32"
+    return "bfloat16"
+
+
+def apply_precision(runtime: "Runtime", precision: str) -> None:
+    """Switches the kernels' GEMMs to `precision` (a no-op unless the kernels run the model)."""
+    if runtime.kernels == "kernels":
+        from mindplug.ops import _library
+
+        _library.set_precision("bfloat16" if precision == "bfloat16" else "float32")
+
+
 def init_runtime(section: RuntimeSection, *, need_distribution: bool = True,
                  notices: Sequence[str] = ()) -> Runtime:
     """Set MindSpore's device and mode, join the msrun group when launched by msrun, seed everything;
@@ -156,10 +188,15 @@ def init_runtime(section: RuntimeSection, *, need_distribution: bool = True,
         workers = cpus
     setup_logging(rank)
     seed_everything(section.seed)
+    kernels = _kernels(section.kernels, device)
+    precision = _precision(section.amp_level, "amp_level", device, kernels, found)
+    val_precision = _precision(section.val_amp_level, "val_amp_level", device, kernels,
+                               [] if section.val_amp_level == section.amp_level else found)
     runtime = Runtime(device=device, mode=section.mode, rank=rank, world=world, workers=workers,
                       sink=section.dataset_sink_mode and device != "CPU",  # sinking needs a device queue
-                      kernels=_kernels(section.kernels, device), precision="float32", seed=section.seed,
+                      kernels=kernels, precision=precision, val_precision=val_precision, seed=section.seed,
                       notices=tuple(found))
+    apply_precision(runtime, precision)
     if found and runtime.is_main:
         LOG.warning("notice: " + "; ".join(found) + ".")
     return runtime

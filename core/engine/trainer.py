@@ -24,7 +24,7 @@ from .._errors import CheckpointError, DataError
 from . import state as st
 from .jobs import TrainingJob, training_job
 from .recipe import Recipe, save_recipe
-from .runtime import LOG, epoch_seed, is_tty
+from .runtime import LOG, apply_precision, epoch_seed, is_tty
 
 
 class StopRequested(Exception):
@@ -258,6 +258,7 @@ class Trainer:
         pipeline = self.job.batches.pipeline(self.job.train_source, training=True, seed=seed, rank=self.rt.rank,
                                              world=self.rt.world, steps=self.steps)
         skip = loop.step
+        apply_precision(self.rt, self.rt.precision)
         self.net.set_train(True)
         progress = Progress(cfg.progress, self.steps, skip, f"epoch {epoch + 1}/{cfg.epoch_size}",
                             cfg.log_interval, self.rt.is_main)
@@ -319,6 +320,7 @@ class Trainer:
 
         pipeline = self.job.batches.pipeline(self.job.val_source, training=False, seed=self.rt.seed,
                                              rank=self.rt.rank, world=self.rt.world)
+        apply_precision(self.rt, self.rt.val_precision)
         if self.ema is None:
             return evaluate(self.net, pipeline, self.num_classes, distributed=self.rt.distributed)
         backup = [p.value().copy() for p in self.weights]

@@ -249,7 +249,7 @@ void point_gemms(const Filter &f, const float *V, int64_t ldt, float *Mb) {
     const float *Uk = f.point(k), *Vk = V + k * C * ldt;
     float *Mk = Mb + k * O * ldt;
     if (!f.packed) {
-      sgemm(false, false, O, ldt, C, 1.f, Uk, C, Vk, ldt, 0.f, Mk, ldt);
+      sgemm_f32(false, false, O, ldt, C, 1.f, Uk, C, Vk, ldt, 0.f, Mk, ldt);
       continue;
     }
     for (int64_t ob = 0; ob < f.Op; ob += kMR) {
@@ -509,7 +509,7 @@ void run_filter_grad(const ConvSpec &s, const float *x, const float *dy, const f
       }
     });
     parallel_for(P, threads, [&](int64_t k) {
-      sgemm(false, true, O, C, nt, 1.f, Z + k * O * nt, nt, V + k * C * nt, nt, 1.f, dU + k * O * C, C);
+      sgemm_f32(false, true, O, C, nt, 1.f, Z + k * O * nt, nt, V + k * C * nt, nt, 1.f, dU + k * O * C, C);
     });
   }
   parallel_for(O, threads, [&](int64_t o) {

@@ -1,0 +1,103 @@
+// bfloat16 compute for the kernels' GEMMs: operands rounded to bf16 (round to nearest even), products
+// accumulated in fp32 by oneDNN's dnnl_gemm_bf16bf16f32, which uses AVX512_BF16's vdpbf16ps. Chosen per
+// process by MindplugSetPrecision; only taken when the CPU has AVX512_BF16 and the oneDNN in the process
+// exports the bf16 GEMM, so a recipe asking for bf16 elsewhere runs fp32 (and the engine says so).
+#include <cpuid.h>
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "common.h"
+#include "gemm.h"
+
+namespace mp {
+namespace {
+
+using DnnlGemmBf16 = int (*)(char, char, int64_t, int64_t, int64_t, float, const uint16_t *, int64_t,
+                             const uint16_t *, int64_t, float, float *, int64_t);
+
+std::atomic<int> g_precision{0};  // 0 fp32, 1 bf16; written from Python while kernels may run
+std::atomic<DnnlGemmBf16> g_gemm{nullptr};
+std::atomic<bool> g_probed{false};
+std::mutex g_probe_mu;
+
+bool cpu_has_avx512_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  return (a >> 5) & 1u;  // CPUID.(EAX=7,ECX=1):EAX[5] = AVX512_BF16
+}
+
+DnnlGemmBf16 bf16_gemm() {
+  if (!g_probed.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(g_probe_mu);
+    if (!g_probed.load(std::memory_order_relaxed)) {
+      // the oneDNN MindSpore (or MindplugLoadDnnl) already loaded: never a second copy
+      void *h = dlopen("libdnnl.so.3", RTLD_NOW | RTLD_NOLOAD);
+      if (h && cpu_has_avx512_bf16() && gemm_allows_avx512())
+        g_gemm.store(reinterpret_cast<DnnlGemmBf16>(dlsym(h, "dnnl_gemm_bf16bf16f32")));
+      g_probed.store(true, std::memory_order_release);
+    }
+  }
+  return g_gemm.load(std::memory_order_acquire);
+}
+
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// rows x cols of a row-major matrix with leading dimension ld, packed densely as bf16
+void pack(const float *src, int64_t rows, int64_t cols, int64_t ld, uint16_t *dst) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *s = src + r * ld;
+    uint16_t *o = dst + r * cols;
+#pragma omp simd
+    for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(s[c]);
+  }
+}
+
+}  // namespace
+
+int precision() { return g_precision.load(std::memory_order_relaxed); }
+
+// Only beside oneDNN's sgemm: a forced portable GEMM (MINDPLUG_GEMM=own, the ISA tests) means fp32.
+bool bf16_available() { return std::strcmp(gemm_backend(), "onednn") == 0 && bf16_gemm() != nullptr; }
+
+bool sgemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  if (!bf16_available()) return false;
+  DnnlGemmBf16 f = bf16_gemm();
+  static thread_local std::vector<uint16_t> a16, b16;
+  const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+  a16.resize(static_cast<size_t>(ar * ac));
+  b16.resize(static_cast<size_t>(br * bc));
+  pack(A, ar, ac, lda, a16.data());
+  pack(B, br, bc, ldb, b16.data());
+  return f(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a16.data(), ac, b16.data(), bc, beta, C, ldc) == 0;
+}
+
+}  // namespace mp
+
+// 1 asks for bfloat16 compute in the GEMMs, 0 for fp32; returns what the kernels will use (1 only where
+// the CPU and the loaded oneDNN support it).
+MP_EXPORT int MindplugSetPrecision(int bf16) {
+  return mp::guarded("MindplugSetPrecision", [&] {
+    const int want = bf16 && mp::bf16_available() ? 1 : 0;
+    mp::g_precision.store(want, std::memory_order_relaxed);
+    return want;
+  });
+}
+MP_EXPORT int MindplugGetPrecision() { return mp::precision(); }
+// 1 when the CPU has AVX512_BF16 and the process's oneDNN exports dnnl_gemm_bf16bf16f32.
+MP_EXPORT int MindplugBf16Available() {
+  try {
+    return mp::bf16_available() ? 1 : 0;
+  } catch (...) {
+    return 0;
+  }
+}
