@@ -6,6 +6,7 @@ architecture in plain PyTorch, inference and a training step, 224x224 by default
     python bench/bench_models.py --models resnet18 --profile      # per-layer time of our kernels (PYNATIVE)
     python bench/bench_models.py --models googlenet --mode pynative --image-size 32 --in-channels 1 \
         --num-classes 10 --batch 128 --only kernels               # PYNATIVE vs GRAPH
+    python bench/bench_models.py --models googlenet --precision bfloat16 --rounds 2   # vs torch bf16 autocast
 
 Every configuration runs in its own subprocess (its own peak RSS, no shared caches), back to back, so the
 ratios compare runs made minutes apart on the same machine. Training step = forward + backward + SGD
@@ -25,30 +26,11 @@ import time
 from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_googlenet import peak_rss_mb, timed  # noqa: E402  (one timing and RSS for every bench)
 MINDCV = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2_100",
           "resnet34": "resnet34", "resnet101": "resnet101", "resnext50": "resnext50_32x4d",
           "mobilenet_v3": "mobilenet_v3_large_100", "densenet121": "densenet121", "vgg16": "vgg16"}
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def timed(step, steps: int) -> Dict[str, float]:
-    t0 = time.perf_counter()
-    step()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return {"first_s": first, "step_s": times[len(times) // 2]}
 
 
 # ---------------------------------------------------------------- MindSpore: kernels (accelerate) or native
@@ -62,7 +44,8 @@ def build_mindspore(model: str, channels: int, classes: int):
     return mindcv.create_model(MINDCV.get(model, model), num_classes=classes, in_channels=channels)
 
 
-def run_mindspore(model: str, task: str, batch: int, steps: int, threads: int, shape: tuple, mode: str) -> Dict:
+def run_mindspore(model: str, task: str, batch: int, steps: int, threads: int, shape: tuple, mode: str,
+                  precision: str = "float32") -> Dict:
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor, nn
@@ -71,8 +54,10 @@ def run_mindspore(model: str, task: str, batch: int, steps: int, threads: int, s
     if threads:
         ms.set_context(runtime_num_threads=threads)
     import mindplug.ops as mo
+    from mindplug.ops import _library
 
     size, channels, classes = shape
+    effective = _library.set_precision(precision) if _library.available() else "float32"
     ms.set_seed(0)
     net = build_mindspore(model, channels, classes)
     mo.accelerate(net)  # a no-op under MINDPLUG_KERNELS=native
@@ -93,7 +78,7 @@ def run_mindspore(model: str, task: str, batch: int, steps: int, threads: int, s
         def step():
             train(x, y).asnumpy()
     out = timed(step, steps)
-    out["layers"] = f"{summary.kernel_layers}/{summary.total} on kernels"
+    out["layers"] = f"{summary.kernel_layers}/{summary.total} on kernels, {effective}"
     return out
 
 
@@ -184,14 +169,16 @@ def torch_model(model: str, channels: int, classes: int):
     if model == "mobilenet_v2":
         return mobilenet_v2()
     if model == "googlenet":
-        sys.path.insert(0, HERE)
         from bench_googlenet import torch_googlenet
 
         return torch_googlenet(channels, classes)
     raise SystemExit(f"no PyTorch peer written for {model}")
 
 
-def run_torch(model: str, task: str, batch: int, steps: int, threads: int, shape: tuple, mode: str) -> Dict:
+def run_torch(model: str, task: str, batch: int, steps: int, threads: int, shape: tuple, mode: str,
+              precision: str = "float32") -> Dict:
+    import contextlib
+
     import torch
 
     if threads:
@@ -201,11 +188,17 @@ def run_torch(model: str, task: str, batch: int, steps: int, threads: int, shape
     net = torch_model(model, channels, classes)
     x = torch.randn(batch, channels, size, size)
     y = torch.randint(0, classes, (batch,))
+
+    def autocast():
+        if precision == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
     if task == "infer":
         net.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 net(x)
     else:
         net.train()
@@ -214,10 +207,12 @@ def run_torch(model: str, task: str, batch: int, steps: int, threads: int, shape
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss_fn(net(x), y).backward()
+            with autocast():
+                loss = loss_fn(net(x), y)
+            loss.backward()
             opt.step()
     out = timed(step, steps)
-    out["layers"] = f"torch {torch.__version__}"
+    out["layers"] = f"torch {torch.__version__}, {precision}{' autocast' if precision != 'float32' else ''}"
     return out
 
 
@@ -320,7 +315,7 @@ CONFIGS = {"kernels": ("mindspore", {"MINDPLUG_KERNELS": "kernels"}),
 def worker(args) -> None:
     runner = run_torch if args.worker_runner == "torch" else run_mindspore
     out = runner(args.worker_model, args.worker_task, args.worker_batch, args.worker_steps, args.threads,
-                 (args.image_size, args.in_channels, args.num_classes), args.mode)
+                 (args.image_size, args.in_channels, args.num_classes), args.mode, args.precision)
     out["rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(out))
 
@@ -331,7 +326,7 @@ def run_config(model: str, name: str, task: str, args) -> Dict | None:
     cmd = [sys.executable, __file__, "--worker-runner", runner, "--worker-model", model, "--worker-task", task,
            "--worker-batch", str(batch), "--worker-steps", str(steps), "--threads", str(args.threads),
            "--image-size", str(args.image_size), "--in-channels", str(args.in_channels),
-           "--num-classes", str(args.num_classes), "--mode", args.mode]
+           "--num-classes", str(args.num_classes), "--mode", args.mode, "--precision", args.precision]
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:
@@ -354,6 +349,8 @@ def main() -> None:
     p.add_argument("--native-steps", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="0 = all cores the process may use")
     p.add_argument("--mode", choices=["graph", "pynative"], default="graph")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16: mindplug's bf16 GEMMs (amp_level O2) against torch.autocast('cpu', bfloat16)")
     p.add_argument("--only", nargs="*", choices=sorted(CONFIGS), default=["kernels", "torch"])
     p.add_argument("--tasks", nargs="*", choices=["infer", "train"], default=["infer", "train"])
     p.add_argument("--rounds", type=int, default=1, help="alternate the configurations this many times and "
@@ -371,7 +368,7 @@ def main() -> None:
         for model in args.models:
             profile(model, args.batch, args.image_size, args.in_channels, args.num_classes, max(2, args.steps))
         return
-    print(f"{args.image_size}x{args.image_size}, {args.mode.upper()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
+    print(f"{args.image_size}x{args.image_size}, {args.mode.upper()}, {args.precision}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
           f"cores {len(os.sched_getaffinity(0))}, {args.rounds} round(s)")
     results: Dict[tuple, Dict] = {}
     for round_ in range(args.rounds):
