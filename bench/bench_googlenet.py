@@ -284,10 +284,15 @@ def run_config(name: str, task: str, args) -> Dict | None:
            "--worker-batch", str(batch), "--worker-steps", str(steps), "--threads", str(args.threads),
            "--image-size", str(args.image_size), "--in-channels", str(args.in_channels),
            "--num-classes", str(args.num_classes)]
+    return run_worker(cmd, env, f"{name} {task}", batch, steps)
+
+
+def run_worker(cmd: List[str], env: Dict[str, str], label: str, batch: int, steps: int) -> Dict | None:
+    """Runs one measuring subprocess (its own RSS, no shared caches) and reads its RESULT line."""
     proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode or not line:
-        print(f"  {name} {task} failed:\n{proc.stderr[-3000:]}")
+        print(f"  {label} failed:\n{proc.stderr[-3000:]}")
         return None
     r = json.loads(line[-1][7:])
     r.update(batch=batch, steps=steps, img_s=batch / r["step_s"])

@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_googlenet import peak_rss_mb, timed  # noqa: E402  (one timing and RSS for every bench)
+from bench_googlenet import peak_rss_mb, run_worker, timed  # noqa: E402  (one timing and RSS for every bench)
 MINDCV = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2_100",
           "resnet34": "resnet34", "resnet101": "resnet101", "resnext50": "resnext50_32x4d",
           "mobilenet_v3": "mobilenet_v3_large_100", "densenet121": "densenet121", "vgg16": "vgg16"}
@@ -327,14 +326,7 @@ def run_config(model: str, name: str, task: str, args) -> Dict | None:
            "--worker-batch", str(batch), "--worker-steps", str(steps), "--threads", str(args.threads),
            "--image-size", str(args.image_size), "--in-channels", str(args.in_channels),
            "--num-classes", str(args.num_classes), "--mode", args.mode, "--precision", args.precision]
-    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        print(f"  {model} {name} {task} failed:\n{proc.stderr[-2000:]}")
-        return None
-    r = json.loads(line[-1][7:])
-    r.update(batch=batch, steps=steps, img_s=batch / r["step_s"])
-    return r
+    return run_worker(cmd, env, f"{model} {name} {task}", batch, steps)
 
 
 def main() -> None:
