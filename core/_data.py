@@ -241,7 +241,7 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
     import mindspore.dataset as ds
 
     from ._fast_sources import ArrayRows, FileRows, array_channels, array_pair, file_list
-    from ._map_stages import (BatchFlips, Stage, apply_stages, decode_steps, defer_flips, resolve_hints,
+    from ._map_stages import (BatchFlips, Stage, apply_stages, decode_steps, defer_flips, defer_tail, resolve_hints,
                               split_stages, usable_cpus)
 
     shards, shard = _check_shards(num_shards, shard_id)
@@ -268,13 +268,15 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
 
     def finish(data: Any, ops: Sequence[Any]) -> Any:
         flips: List[Any] = []
+        tail: List[Any] = []
         if fast:
+            ops, tail = defer_tail(ops)
             ops, flips = defer_flips(ops)
         data = apply_stages(data, split_stages(ops) if fast else [Stage(list(ops), False)], workers)
         data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
-        if flips:  # in one thread, from the pass's seed: the same flips every time, and resumable
-            data = data.map(operations=BatchFlips(flips, seed), input_columns="image", num_parallel_workers=1,
-                            python_multiprocessing=False)
+        if flips or tail:  # in one thread, from the pass's seed: the same draws every time, and resumable
+            data = data.map(operations=BatchFlips(flips, seed, tail), input_columns="image",
+                            num_parallel_workers=1, python_multiprocessing=False)
         if batch_transform is not None:
             data = data.map(operations=batch_transform, input_columns=COLUMNS, output_columns=COLUMNS,
                             num_parallel_workers=1, python_multiprocessing=False)

@@ -127,12 +127,18 @@ def split_stages(ops: Sequence[Any], *, processes: bool = True) -> List[Stage]:
     use_processes = processes and usable_cpus() > 1
     stages: List[Stage] = []
     for op in ops:
-        python = use_processes and not is_cpp(op) and not isinstance(op, AddChannelAxis)
+        python = use_processes and not is_cpp(op) and not isinstance(op, AddChannelAxis) and not _releases_gil(op)
         if stages and stages[-1].processes == python:
             stages[-1].ops.append(op)
         else:
             stages.append(Stage([op], python))
     return stages
+
+
+def _releases_gil(op: Any) -> bool:
+    """A Python transform that does its work in C++ with the GIL released (its ``releases_gil`` says so):
+    threads run it in parallel, without the copies to and from worker processes."""
+    return bool(getattr(op, "releases_gil", False))
 
 
 def apply_stages(data: Any, stages: Sequence[Stage], workers: int, column: str = "image") -> Any:
@@ -189,18 +195,34 @@ def defer_flips(ops: Sequence[Any]) -> tuple:
     return kept, [((2 if chw else 1) + flip.axis, float(flip.prob)) for flip in deferred]
 
 
-class BatchFlips:
-    """The deferred flips on a batch: each image mirrored along each flip's axis with its probability, every
-    flip drawing from this generator (seeded by the pass, so a pass flips the same images every time)."""
+BATCH_HINT = "on_batch"
 
-    def __init__(self, flips: Sequence[tuple], seed: int) -> None:
-        self.flips = list(flips)
+
+def defer_tail(ops: Sequence[Any]) -> tuple:
+    """(``ops`` without their trailing run of Python transforms that offer ``on_batch(images, rng)``, that
+    run): such a step last in the pipeline (random erasing) works on the batch, once per batch."""
+    cut = len(ops)
+    while cut and not is_cpp(ops[cut - 1]) and callable(getattr(ops[cut - 1], BATCH_HINT, None)):
+        cut -= 1
+    return list(ops[:cut]), list(ops[cut:])
+
+
+class BatchFlips:
+    """The deferred steps on a batch: each image mirrored along each flip's axis with its probability, then
+    each trailing batch step, all drawing from this generator (seeded by the pass, so a pass draws the same
+    every time)."""
+
+    def __init__(self, flips: Sequence[tuple], seed: int, tail: Sequence[Any] = ()) -> None:
+        self.flips, self.tail = list(flips), list(tail)
         self.rng = np.random.default_rng([int(seed), 0x5F11])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.array(images, copy=True)
+        if not (isinstance(images, np.ndarray) and images.flags.writeable):  # MindSpore hands over its own copy
+            images = np.array(images, copy=True)
         for axis, prob in self.flips:
-            chosen = self.rng.random(images.shape[0]) < prob
-            if chosen.any():
-                images[chosen] = np.flip(images[chosen], axis=axis)
+            chosen = np.flatnonzero(self.rng.random(images.shape[0]) < prob)
+            if chosen.size:
+                images[chosen] = np.flip(images[chosen], axis=axis)  # the gather copies: no overlap
+        for step in self.tail:
+            images = getattr(step, BATCH_HINT)(images, self.rng)
         return images

@@ -152,6 +152,55 @@ def gemm_backend() -> str:
     return load().MindplugGemmBackend().decode()
 
 
+#: the colour-jitter steps of ``color_jitter``, by code
+JITTER_STEPS = ("brightness", "contrast", "saturation")
+
+
+@lru_cache(maxsize=1)
+def _jitter_fn() -> "ctypes._CFuncPtr | None":
+    try:
+        fn = load().MindplugColorJitter
+    except Exception:  # no library (MindplugError), a stale build (AttributeError): the caller keeps Pillow
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def jitter_available() -> bool:
+    """True when the built library has the colour-jitter entry point."""
+    return _jitter_fn() is not None
+
+
+def color_jitter(image: "np.ndarray", steps: "list[int]", factors: "list[float]") -> "np.ndarray":
+    """A new uint8 HWC image (1 or 3 channels): ``image`` through the steps (codes of ``JITTER_STEPS``) with
+    their factors, in order, with Pillow's ImageEnhance arithmetic. ctypes releases the GIL for the call,
+    so the data pipeline's threads run it in parallel."""
+    import numpy as np
+
+    from mindplug._errors import MindplugError
+
+    fn = _jitter_fn()
+    if fn is None:
+        raise MindplugError("the kernel library has no MindplugColorJitter; rebuild with `pip install -e .`")
+    src = np.ascontiguousarray(image, dtype=np.uint8)
+    if src.ndim == 2:
+        src = src[:, :, None]
+    if src.ndim != 3:
+        raise MindplugError(f"color jitter needs an HWC image, got shape {image.shape}")
+    out = np.empty_like(src)
+    codes = (ctypes.c_int32 * max(len(steps), 1))(*steps)
+    values = (ctypes.c_float * max(len(factors), 1))(*factors)
+    if len(steps) != len(factors):
+        raise MindplugError(f"color jitter: {len(steps)} steps but {len(factors)} factors")
+    code = fn(src.ctypes.data, out.ctypes.data, src.shape[0], src.shape[1], src.shape[2], codes, values,
+              len(steps))
+    if code != 0:
+        raise MindplugError(load().MindplugLastError().decode())
+    return out.reshape(np.shape(image)) if np.ndim(image) == 2 else out
+
+
 def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]", out: "list | None" = None) -> "list":
     """Runs one kernel entry point on numpy arrays with the AOT ABI, outside MindSpore.
 

@@ -3,6 +3,7 @@ policy-string parsing (incl. the inc0 and mstd cases other toolboxes get wrong),
 from __future__ import annotations
 
 import math
+import os
 
 import mindspore.dataset as ds
 import numpy as np
@@ -283,3 +284,28 @@ def test_bad_names_and_arguments_are_clear():
         aug("hflip", prob=1.5)
     with pytest.raises(ConfigError, match="num_classes"):
         aug("mixup_cutmix", num_classes=0)
+
+
+def test_random_erasing_on_a_batch_draws_like_per_image():
+    """The pipeline runs a trailing random erasing once per batch (``on_batch``): the same boxes as the
+    per-image call for the same generator, in place, and prob / scale / ratio hold over many draws."""
+    erase = aug("random_erasing", prob=0.4, scale=(0.05, 0.3), ratio=(0.5, 2.0), value=-1.0)
+    batch = np.ones((2000, 2, 16, 16), np.float32)
+
+    def per_image(image, rng):
+        erase._rng, erase._pid = rng, os.getpid()  # the per-image call's own generator, set for the test
+        return erase(image)
+
+    single = [per_image(image, np.random.default_rng([7, i])) for i, image in enumerate(batch[:50])]
+    out = erase.on_batch(batch.copy(), np.random.default_rng(1))
+    erased = (out == -1.0).all(axis=1)  # both channels of a box
+    areas = erased.sum(axis=(1, 2)) / 256.0
+    hit = areas > 0
+    assert abs(hit.mean() - 0.4) < 0.04
+    assert areas[hit].min() >= 0.03 and areas[hit].max() <= 0.33  # scale, up to the rounding of h and w
+    rows, cols = erased.any(axis=2).sum(axis=1)[hit], erased.any(axis=1).sum(axis=1)[hit]
+    assert ((rows / cols) >= 0.5 / 1.5).all() and ((rows / cols) <= 2.0 * 1.5).all()
+    assert ((out == 1.0) | (out == -1.0)).all()
+    for i, image in enumerate(batch[:50]):  # the batch form's boxes are the per-image call's
+        np.testing.assert_array_equal(erase.on_batch(image[None].copy(), np.random.default_rng([7, i]))[0],
+                                      single[i])

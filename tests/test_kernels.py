@@ -1059,3 +1059,63 @@ def to_bf16(a):
     """float32 values rounded to the nearest bfloat16 (ties to even), as float32."""
     u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16).astype(np.uint32).view(np.float32)
+
+
+# ---------------------------------------------------------------- colour jitter (data pipeline, uint8)
+def jitter_ref(image, steps, factors):
+    """Pillow's ImageEnhance in numpy: each step blends with its degenerate image in float32, clips to
+    0..255 and truncates; luma is Pillow's L conversion (16-bit fixed point, rounded)."""
+    out = image.astype(np.int64)
+
+    def luma(img):
+        return (img[..., 0] * 19595 + img[..., 1] * 38470 + img[..., 2] * 7471 + 0x8000) >> 16
+
+    def blend(degenerate, value, f):
+        t = np.float32(degenerate) + np.float32(f) * (value - degenerate).astype(np.float32)
+        return np.clip(t, 0, 255).astype(np.int64)
+
+    for step, f in zip(steps, factors):
+        if step == 0:
+            out = blend(np.zeros_like(out), out, f)
+        elif step == 1:
+            grey = luma(out) if out.shape[2] == 3 else out[..., 0]
+            out = blend(np.full_like(out, int(grey.mean() + 0.5)), out, f)
+        else:
+            out = blend(np.repeat(luma(out)[..., None], 3, axis=2), out, f)
+    return out.astype(np.uint8)
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 3]), st.data())
+def test_color_jitter_matches_numpy_and_pillow(h, w, c, data):
+    from PIL import Image, ImageEnhance
+
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    choices = [0, 1, 2] if c == 3 else [0, 1]
+    steps = [int(s) for s in rng.choice(choices, size=int(rng.integers(0, 5)))]
+    factors = [float(np.float32(rng.uniform(0.0, 3.0))) for _ in steps]
+    out = _library.color_jitter(image, steps, factors)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, jitter_ref(image, steps, factors))
+    pil = Image.fromarray(image[:, :, 0] if c == 1 else image)
+    for step, f in zip(steps, factors):
+        pil = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)[step](pil).enhance(f)
+    np.testing.assert_array_equal(out, np.asarray(pil).reshape(image.shape))
+
+
+@pytest.mark.parametrize("shape, steps, factors, message", [
+    ((4, 4, 2), [0], [1.0], "1 or 3 channels"),
+    ((4, 4, 1), [2], [1.0], "saturation needs a 3-channel image"),
+    ((4, 4, 3), [3], [1.0], "unknown step 3"),
+    ((4, 4, 3), [0], [-0.5], "must be finite and >= 0"),
+    ((4, 4, 3), [0], [float("nan")], "must be finite and >= 0"),
+    ((4, 4, 3), [0] * 17, [1.0] * 17, "step count 17"),
+    ((0, 4, 3), [0], [1.0], "out of range"),
+])
+def test_color_jitter_refuses_bad_arguments(shape, steps, factors, message):
+    from mindplug._errors import MindplugError
+
+    with pytest.raises(MindplugError, match=message):
+        _library.color_jitter(np.zeros(shape, np.uint8), steps, factors)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from typing import Any, Callable, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import mindspore.dataset.transforms as mst
 import mindspore.dataset.vision as msv
@@ -185,8 +185,34 @@ class ColorJitter:
         h = h.point(lambda x: (x + int(round(shift * 255))) % 256)
         return Image.merge("HSV", (h, s, v)).convert("RGB")
 
+    @property
+    def releases_gil(self) -> bool:
+        """Whether this jitter runs in C++ with the GIL released (no hue step, kernel library built): the
+        pipeline then keeps it in its map threads instead of moving it to worker processes."""
+        from mindplug.ops import _library
+
+        return self.hue == (0.0, 0.0) and _library.jitter_available()
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        pil = _pil_ops.to_pil(np.asarray(image))
+        array = np.asarray(image)
+        if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] in (1, 3) and self.releases_gil:
+            return self._in_cpp(array)
+        return self._in_pillow(array)
+
+    def _in_cpp(self, image: np.ndarray) -> np.ndarray:
+        """The Pillow path's draws and arithmetic, in one C++ call (mindplug.ops' MindplugColorJitter)."""
+        from mindplug.ops import _library
+
+        steps = [(self.brightness, 0), (self.contrast, 1)]
+        if image.shape[2] == 3:  # the hue step (identity here) is shuffled too, for the same draws
+            steps += [(self.saturation, 2), (self.hue, -1)]
+        random.shuffle(steps)
+        active = [((lo, hi), code) for (lo, hi), code in steps if code >= 0 and not lo == hi == 1.0]
+        factors = [random.uniform(lo, hi) for (lo, hi), _ in active]
+        return _library.color_jitter(image, [code for _, code in active], factors)
+
+    def _in_pillow(self, image: np.ndarray) -> np.ndarray:
+        pil = _pil_ops.to_pil(image)
         steps = [
             (self.brightness, lambda im, f: ImageEnhance.Brightness(im).enhance(f), 1.0),
             (self.contrast, lambda im, f: ImageEnhance.Contrast(im).enhance(f), 1.0),
@@ -267,25 +293,42 @@ class RandomErasing(_OwnRandom):
         self.value = value
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        rng = self.rng
-        if rng.random() >= self.prob:
+        box = self._box(image.shape, self.rng)
+        if box is None:
             return image
-        channels, height, width = image.shape
+        out = np.array(image, dtype=np.float32, copy=True)
+        self._fill(out, box, self.rng)
+        return out
+
+    def on_batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The same erasing of each CHW image of an NCHW float32 batch (in place), drawing from ``rng``: the
+        pipeline runs a trailing erasing once per batch, not once per image through a worker process."""
+        for image in images:
+            box = self._box(image.shape, rng)
+            if box is not None:
+                self._fill(image, box, rng)
+        return images
+
+    def _box(self, shape: Sequence[int], rng: np.random.Generator) -> Optional[Tuple[int, int, int, int]]:
+        """(top, left, height, width) of the box to erase, or None (not this time, or no box fitted)."""
+        if rng.random() >= self.prob:
+            return None
+        _, height, width = shape
         area = height * width
         for _ in range(self.max_attempts):
             target = area * rng.uniform(*self.scale)
             aspect = math.exp(rng.uniform(*self.log_ratio))
             h, w = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
             if 0 < h < height and 0 < w < width:
-                top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
-                out = np.array(image, dtype=np.float32, copy=True)
-                if isinstance(self.value, str):
-                    out[:, top:top + h, left:left + w] = rng.standard_normal((channels, h, w), dtype=np.float32)
-                else:
-                    fill = np.broadcast_to(np.asarray(self.value, np.float32).reshape(-1, 1, 1), (channels, 1, 1))
-                    out[:, top:top + h, left:left + w] = fill
-                return out
-        return image
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        return None
+
+    def _fill(self, image: np.ndarray, box: Tuple[int, int, int, int], rng: np.random.Generator) -> None:
+        top, left, h, w = box
+        if isinstance(self.value, str):
+            image[:, top:top + h, left:left + w] = rng.standard_normal((image.shape[0], h, w), dtype=np.float32)
+        else:
+            image[:, top:top + h, left:left + w] = np.asarray(self.value, np.float32).reshape(-1, 1, 1)
 
 
 def random_erasing(*, prob: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
