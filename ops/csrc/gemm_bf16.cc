@@ -4,10 +4,12 @@
 // exports the bf16 GEMM, so a recipe asking for bf16 elsewhere runs fp32 (and the engine says so).
 #include <cpuid.h>
 #include <dlfcn.h>
+#include <immintrin.h>
 
 #include <atomic>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <vector>
 
 #include "common.h"
@@ -51,13 +53,20 @@ inline uint16_t to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-// rows x cols of a row-major matrix with leading dimension ld, packed densely as bf16
-void pack(const float *src, int64_t rows, int64_t cols, int64_t ld, uint16_t *dst) {
+// rows x cols of a row-major matrix with leading dimension ld, packed densely as bf16. Only called where
+// the CPU has AVX512_BF16 (bf16_available): vcvtne2ps2bf16 rounds 32 values per instruction to nearest
+// even, as to_bf16 does (it reads denormal inputs as zero); the ragged end of a row goes through to_bf16.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void pack(const float *src, int64_t rows, int64_t cols,
+                                                                 int64_t ld, uint16_t *dst) {
   for (int64_t r = 0; r < rows; ++r) {
     const float *s = src + r * ld;
     uint16_t *o = dst + r * cols;
-#pragma omp simd
-    for (int64_t c = 0; c < cols; ++c) o[c] = to_bf16(s[c]);
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) {
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + c + 16), _mm512_loadu_ps(s + c));
+      _mm512_storeu_si512(o + c, reinterpret_cast<__m512i>(v));
+    }
+    for (; c < cols; ++c) o[c] = to_bf16(s[c]);
   }
 }
 
@@ -68,17 +77,36 @@ int precision() { return g_precision.load(std::memory_order_relaxed); }
 // Only beside oneDNN's sgemm: a forced portable GEMM (MINDPLUG_GEMM=own, the ISA tests) means fp32.
 bool bf16_available() { return std::strcmp(gemm_backend(), "onednn") == 0 && bf16_gemm() != nullptr; }
 
+// Operands are packed to bf16 panel by panel (K in steps of kPanelK, N in steps of kPanelN): the buffers
+// stay small and in cache whatever the layer, and every value is still converted once (A per K panel, B
+// per panel). Later K panels accumulate into C with beta 1.
 bool sgemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (!bf16_available()) return false;
+  constexpr int64_t kPanelK = 1536, kPanelN = 384;
   DnnlGemmBf16 f = bf16_gemm();
   static thread_local std::vector<uint16_t> a16, b16;
-  const int64_t ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
-  a16.resize(static_cast<size_t>(ar * ac));
-  b16.resize(static_cast<size_t>(br * bc));
-  pack(A, ar, ac, lda, a16.data());
-  pack(B, br, bc, ldb, b16.data());
-  return f(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a16.data(), ac, b16.data(), bc, beta, C, ldc) == 0;
+  const int64_t pk = K < kPanelK ? K : kPanelK, pn = N < kPanelN ? N : kPanelN;
+  a16.resize(static_cast<size_t>(M * pk));
+  b16.resize(static_cast<size_t>(pk * pn));
+  for (int64_t k0 = 0; k0 < K; k0 += pk) {
+    const int64_t kb = K - k0 < pk ? K - k0 : pk;
+    // A(:, k0:k0+kb) as a dense M x kb ('N') or kb x M ('T') matrix
+    if (ta) pack(A + k0 * lda, kb, M, lda, a16.data());
+    else pack(A + k0, M, kb, lda, a16.data());
+    const float b = k0 == 0 ? beta : 1.f;
+    for (int64_t n0 = 0; n0 < N; n0 += pn) {
+      const int64_t nb = N - n0 < pn ? N - n0 : pn;
+      // B(k0:k0+kb, n0:n0+nb) as a dense kb x nb ('N') or nb x kb ('T') matrix
+      if (tb) pack(B + n0 * ldb + k0, nb, kb, ldb, b16.data());
+      else pack(B + k0 * ldb + n0, kb, nb, ldb, b16.data());
+      // C may hold earlier panels already: a failure cannot fall back, it becomes the kernel's error
+      if (f(ta ? 'T' : 'N', tb ? 'T' : 'N', M, nb, kb, alpha, a16.data(), ta ? M : kb, b16.data(), tb ? kb : nb, b,
+            C + n0, ldc) != 0)
+        throw std::runtime_error("oneDNN's bf16 GEMM refused its arguments");
+    }
+  }
+  return true;
 }
 
 }  // namespace mp
