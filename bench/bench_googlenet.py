@@ -52,9 +52,7 @@ def timed(step, steps: int) -> Dict[str, float]:
 
 # ---------------------------------------------------------------- MindSpore (kernels or native)
 def run_mindspore(task: str, batch: int, steps: int, threads: int, shape: tuple) -> Dict[str, float]:
-    import numpy as np
     import mindspore as ms
-    from mindspore import Tensor, nn
 
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     if threads:
@@ -64,26 +62,30 @@ def run_mindspore(task: str, batch: int, steps: int, threads: int, shape: tuple)
     size, channels, classes = shape
     ms.set_seed(0)
     net = mindplug.create("googlenet", num_classes=classes, in_channels=channels)
+    out = timed(mindspore_step(net, task, batch, channels, size, classes, label_smoothing=0.1), steps)
+    from mindplug.ops import _library
+
+    out["gemm"] = _library.gemm_backend() if _library.available() else "-"
+    return out
+
+
+def mindspore_step(net, task: str, batch: int, channels: int, size: int, classes: int,
+                   label_smoothing: float = 0.0):
+    """One inference or SGD training step of ``net`` on fixed random data, as a callable that waits for
+    the result (the step every MindSpore-side bench times)."""
+    import numpy as np
+    from mindspore import Tensor, nn
+
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
     y = Tensor(rng.integers(0, classes, batch).astype(np.int32))
     if task == "infer":
         net.set_train(False)
-
-        def step():
-            net(x).asnumpy()
-    else:
-        opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
-        train = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss(label_smoothing=0.1)), opt)
-        train.set_train(True)
-
-        def step():
-            train(x, y).asnumpy()
-    out = timed(step, steps)
-    from mindplug.ops import _library
-
-    out["gemm"] = _library.gemm_backend() if _library.available() else "-"
-    return out
+        return lambda: net(x).asnumpy()
+    opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
+    train = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss(label_smoothing=label_smoothing)), opt)
+    train.set_train(True)
+    return lambda: train(x, y).asnumpy()
 
 
 # ---------------------------------------------------------------- PyTorch, same architecture

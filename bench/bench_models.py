@@ -26,7 +26,7 @@ from typing import Dict, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_googlenet import peak_rss_mb, run_worker, timed  # noqa: E402  (one timing and RSS for every bench)
+from bench_googlenet import mindspore_step, peak_rss_mb, run_worker, timed  # noqa: E402  (one step, timing, RSS)
 MINDCV = {"resnet18": "resnet18", "resnet50": "resnet50", "mobilenet_v2": "mobilenet_v2_100",
           "resnet34": "resnet34", "resnet101": "resnet101", "resnext50": "resnext50_32x4d",
           "mobilenet_v3": "mobilenet_v3_large_100", "densenet121": "densenet121", "vgg16": "vgg16"}
@@ -45,9 +45,7 @@ def build_mindspore(model: str, channels: int, classes: int):
 
 def run_mindspore(model: str, task: str, batch: int, steps: int, threads: int, shape: tuple, mode: str,
                   precision: str = "float32") -> Dict:
-    import numpy as np
     import mindspore as ms
-    from mindspore import Tensor, nn
 
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE, device_target="CPU")
     if threads:
@@ -61,22 +59,7 @@ def run_mindspore(model: str, task: str, batch: int, steps: int, threads: int, s
     net = build_mindspore(model, channels, classes)
     mo.accelerate(net)  # a no-op under MINDPLUG_KERNELS=native
     summary = mo.summary(net)
-    rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
-    y = Tensor(rng.integers(0, classes, batch).astype(np.int32))
-    if task == "infer":
-        net.set_train(False)
-
-        def step():
-            net(x).asnumpy()
-    else:
-        opt = nn.Momentum(net.trainable_params(), learning_rate=0.01, momentum=0.9)
-        train = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), opt)
-        train.set_train(True)
-
-        def step():
-            train(x, y).asnumpy()
-    out = timed(step, steps)
+    out = timed(mindspore_step(net, task, batch, channels, size, classes), steps)
     out["layers"] = f"{summary.kernel_layers}/{summary.total} on kernels, {effective}"
     return out
 

@@ -11,6 +11,10 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made: loading the library needs none
+    import numpy as np
 
 LIBRARY_NAME = "libmindplug_kernels.so"
 #: the AOT entry points of the library
@@ -157,7 +161,7 @@ JITTER_STEPS = ("brightness", "contrast", "saturation")
 
 
 @lru_cache(maxsize=1)
-def _jitter_fn() -> "ctypes._CFuncPtr | None":
+def _jitter_fn() -> ctypes._CFuncPtr | None:
     try:
         fn = load().MindplugColorJitter
     except Exception:  # no library (MindplugError), a stale build (AttributeError): the caller keeps Pillow
@@ -173,7 +177,7 @@ def jitter_available() -> bool:
     return _jitter_fn() is not None
 
 
-def color_jitter(image: "np.ndarray", steps: "list[int]", factors: "list[float]") -> "np.ndarray":
+def color_jitter(image: np.ndarray, steps: list[int], factors: list[float]) -> np.ndarray:
     """A new uint8 HWC image (1 or 3 channels): ``image`` through the steps (codes of ``JITTER_STEPS``) with
     their factors, in order, with Pillow's ImageEnhance arithmetic. ctypes releases the GIL for the call,
     so the data pipeline's threads run it in parallel."""

@@ -308,7 +308,7 @@ class AvgPool2d(nn.AvgPool2d):
     def _mp_prepare(self) -> None:
         _prepare_pool(self)
 
-    def construct(self, x):
+    def construct(self, x):  # MaxPool2d's; a shared mixin's construct fails MindSpore's graph compile
         if self._mp_reason is not None:
             return super().construct(x)
         if x.ndim != 4 or not _is_float32(x):

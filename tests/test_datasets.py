@@ -25,7 +25,6 @@ def dataset(name: str, **kwargs):
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """data/train/<class>/*.png (2-3 images each, some gray), data/val/<class>/*.jpg."""
-    rng = np.random.default_rng(0)
     for split, ext, per_class in (("train", ".png", 3), ("val", ".jpg", 2)):
         for c, name in enumerate(CLASSES):
             folder = tmp_path / split / name

@@ -44,16 +44,11 @@ def _adamw_step(beta1: Tensor, beta2: Tensor, eps: Tensor, bias1: Tensor, bias2:
                 decay_flag: bool) -> Tensor:
     """p = p (1 - lr wd) - lr (m / bias1) / (sqrt(v / bias2) + eps), as torch.optim.AdamW."""
     p32 = ops.cast(param, mstype.float32)
-    g32 = ops.cast(gradient, mstype.float32)
-    new_m = beta1 * ops.cast(m, mstype.float32) + (1.0 - beta1) * g32
-    new_v = beta2 * ops.cast(v, mstype.float32) + (1.0 - beta2) * ops.square(g32)
+    new_m, new_v = _adam_moments(beta1, beta2, m, v, gradient)
     if decay_flag:
         p32 = p32 - lr * weight_decay * p32
     new_param = p32 - lr * (new_m / bias1) / (ops.sqrt(new_v / bias2) + eps)
-    new_param = ops.depend(new_param, ops.assign(param, ops.cast(new_param, param.dtype)))
-    new_param = ops.depend(new_param, ops.assign(m, ops.cast(new_m, m.dtype)))
-    new_param = ops.depend(new_param, ops.assign(v, ops.cast(new_v, v.dtype)))
-    return new_param
+    return _assign_all(new_param, param, m, v, new_m, new_v)
 
 
 @_lamb_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
@@ -63,9 +58,7 @@ def _lamb_step(beta1: Tensor, beta2: Tensor, eps: Tensor, bias1: Tensor, bias2: 
                decay_flag: bool) -> Tensor:
     """r = m_hat / (sqrt(v_hat) + eps) + wd p;  p -= lr * (||p|| / ||r||) * r  (trust ratio 1 if a norm is 0)."""
     p32 = ops.cast(param, mstype.float32)
-    g32 = ops.cast(gradient, mstype.float32)
-    new_m = beta1 * ops.cast(m, mstype.float32) + (1.0 - beta1) * g32
-    new_v = beta2 * ops.cast(v, mstype.float32) + (1.0 - beta2) * ops.square(g32)
+    new_m, new_v = _adam_moments(beta1, beta2, m, v, gradient)
     ratio = (new_m / bias1) / (ops.sqrt(new_v / bias2) + eps)
     if decay_flag:
         ratio = ratio + weight_decay * p32
@@ -74,10 +67,22 @@ def _lamb_step(beta1: Tensor, beta2: Tensor, eps: Tensor, bias1: Tensor, bias2: 
     usable = ops.logical_and(w_norm > 0.0, r_norm > 0.0)
     trust = ops.select(usable, w_norm / ops.select(usable, r_norm, ops.ones_like(r_norm)), ops.ones_like(w_norm))
     new_param = p32 - lr * trust * ratio
+    return _assign_all(new_param, param, m, v, new_m, new_v)
+
+
+def _adam_moments(beta1: Tensor, beta2: Tensor, m: Tensor, v: Tensor, gradient: Tensor) -> Tuple[Tensor, Tensor]:
+    """Adam's first and second moments, updated in fp32 whatever the parameters' dtype."""
+    g32 = ops.cast(gradient, mstype.float32)
+    new_m = beta1 * ops.cast(m, mstype.float32) + (1.0 - beta1) * g32
+    new_v = beta2 * ops.cast(v, mstype.float32) + (1.0 - beta2) * ops.square(g32)
+    return new_m, new_v
+
+
+def _assign_all(new_param: Tensor, param: Tensor, m: Tensor, v: Tensor, new_m: Tensor, new_v: Tensor) -> Tensor:
+    """Writes the parameter and both moments back in their own dtypes; the result depends on all three."""
     new_param = ops.depend(new_param, ops.assign(param, ops.cast(new_param, param.dtype)))
     new_param = ops.depend(new_param, ops.assign(m, ops.cast(new_m, m.dtype)))
-    new_param = ops.depend(new_param, ops.assign(v, ops.cast(new_v, v.dtype)))
-    return new_param
+    return ops.depend(new_param, ops.assign(v, ops.cast(new_v, v.dtype)))
 
 
 def _scalar(value: float) -> Tensor:
