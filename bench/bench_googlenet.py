@@ -4,7 +4,7 @@ Each configuration runs in its own subprocess (so peak RSS is its own), GRAPH mo
 
     python bench/bench_googlenet.py                      # everything, batch 32 (native: batch 8, 1 step)
     python bench/bench_googlenet.py --only kernels       # just our kernels
-    python bench/bench_googlenet.py --profile            # per-kernel time of every GoogLeNet layer (ctypes)
+    python bench/bench_googlenet.py --profile [--precision bfloat16]   # per-kernel time of every layer (ctypes)
     python bench/bench_googlenet.py --image-size 32 --in-channels 1 --num-classes 10 --batch 128 \
         --only kernels torch --tasks train               # the Fashion-MNIST recipe's shape
 
@@ -174,13 +174,14 @@ def run_torch(task: str, batch: int, steps: int, threads: int, shape: tuple) -> 
 
 
 # ---------------------------------------------------------------- per-kernel profile (ctypes, no graph)
-def profile(batch: int, repeats: int, size: int = 224, in_channels: int = 3) -> None:
+def profile(batch: int, repeats: int, size: int = 224, in_channels: int = 3, precision: str = "float32") -> None:
     """Time every GoogLeNet layer's kernels at size x size to show where a step's time goes."""
     import numpy as np
 
     from mindplug.ops import _library
 
     _library.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "0") or 0))
+    precision = _library.set_precision(precision)
     rng = np.random.default_rng(0)
 
     def t(entry, inputs, outs):
@@ -246,7 +247,7 @@ def profile(batch: int, repeats: int, size: int = 224, in_channels: int = 3) -> 
         channels = out[1]
     total_f = sum(r[2] for r in rows)
     total_b = sum(r[3] for r in rows)
-    print(f"per-kernel profile, batch {batch}, GEMM {_library.gemm_backend()}, "
+    print(f"per-kernel profile, batch {batch}, GEMM {_library.gemm_backend()} in {precision}, "
           f"{_library.load().MindplugGetNumThreads()} threads (ms; GFLOP/s of the forward)")
     print(f"{'layer':<14}{'shape':<26}{'fwd ms':>9}{'bwd ms':>9}{'fwd GF/s':>10}{'fwd %':>7}{'bwd %':>7}")
     for name, shape, f, b, flops in rows:
@@ -317,6 +318,8 @@ def main() -> None:
                    help="run every configuration this many times, alternating, and keep each one's best round "
                         "(a shared machine's noise then hurts every configuration alike)")
     p.add_argument("--profile", action="store_true", help="per-kernel profile instead of the comparison")
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="the kernels' GEMM precision for --profile")
     p.add_argument("--worker-runner", help=argparse.SUPPRESS)
     p.add_argument("--worker-task", help=argparse.SUPPRESS)
     p.add_argument("--worker-batch", type=int, help=argparse.SUPPRESS)
@@ -325,7 +328,7 @@ def main() -> None:
     if args.worker_runner:
         return worker(args)
     if args.profile:
-        return profile(args.batch, max(1, args.steps // 2), args.image_size, args.in_channels)
+        return profile(args.batch, max(1, args.steps // 2), args.image_size, args.in_channels, args.precision)
     results: Dict[tuple, Dict] = {}
     print(f"GoogLeNet {args.image_size}x{args.image_size}, {args.in_channels} input channel(s), {args.num_classes} "
           f"classes, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, cores {len(os.sched_getaffinity(0))}, "
