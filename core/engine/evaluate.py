@@ -10,18 +10,18 @@ from .data import Pipeline
 
 
 def evaluate(net: Any, pipeline: Pipeline, num_classes: int, *, distributed: bool = False,
-             progress: Optional[Any] = None) -> Dict[str, float]:
+             progress: Optional[Any] = None, step: Optional[Any] = None) -> Dict[str, float]:
     """{'top1', 'top5' (percent), 'loss' (mean cross-entropy), 'count', 'seconds'} of ``net`` on ``pipeline``.
 
     Each rank counts hits on its shard; the counts (not per-rank accuracies) are summed over ranks, so
-    shards of different sizes are weighted correctly.
+    shards of different sizes are weighted correctly. ``step`` (``eval_step(net, num_classes)``) is reused
+    by a caller that evaluates every epoch: a new one would compile its graph again each time.
     """
     import mindspore as ms
 
-    from .steps import EvalStep, SumOverRanks
+    from .steps import SumOverRanks
 
-    k = min(5, num_classes)
-    step = EvalStep(net, k)
+    step = step if step is not None else eval_step(net, num_classes)
     net.set_train(False)
     totals = np.zeros(4, dtype=np.float64)  # top1 hits, topk hits, loss sum, images
     start = time.perf_counter()
@@ -36,6 +36,13 @@ def evaluate(net: Any, pipeline: Pipeline, num_classes: int, *, distributed: boo
     count = max(totals[3], 1.0)
     return {"top1": 100.0 * totals[0] / count, "top5": 100.0 * totals[1] / count, "loss": totals[2] / count,
             "count": int(totals[3]), "seconds": time.perf_counter() - start}
+
+
+def eval_step(net: Any, num_classes: int) -> Any:
+    """The cell that counts one batch's top-1/top-5 hits and summed loss for ``net``."""
+    from .steps import EvalStep
+
+    return EvalStep(net, min(5, num_classes))
 
 
 def validate(job: Any) -> Dict[str, float]:

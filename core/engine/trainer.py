@@ -10,6 +10,7 @@ seed.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -105,6 +106,7 @@ class Trainer:
         self.ema = EMA(self.weights, self.cfg.ema_decay) if self.cfg.ema else None
         self.random_ops = stochastic_primitives(self.net)
         self._steps_cache: Optional[tuple] = None
+        self._eval_step: Optional[Any] = None
         self.loop = st.LoopState(seed=self.rt.seed, steps_per_epoch=self.steps, epoch_size=self.cfg.epoch_size,
                                  world=self.rt.world, batch_size=job.batches.batch_size, model=self.model_name,
                                  num_classes=self.num_classes)
@@ -316,19 +318,23 @@ class Trainer:
         return float(self.lrs[min(max(step - 1, 0), len(self.lrs) - 1)])
 
     def _validate(self) -> Dict[str, float]:
-        from .evaluate import evaluate
+        from .evaluate import eval_step, evaluate
 
         pipeline = self.job.batches.pipeline(self.job.val_source, training=False, seed=self.rt.seed,
                                              rank=self.rt.rank, world=self.rt.world)
         apply_precision(self.rt, self.rt.val_precision)
+        if self._eval_step is None:  # one cell for the run: its graph is compiled once, not every epoch
+            self._eval_step = eval_step(self.net, self.num_classes)
+        run = functools.partial(evaluate, self.net, pipeline, self.num_classes, distributed=self.rt.distributed,
+                                step=self._eval_step)
         if self.ema is None:
-            return evaluate(self.net, pipeline, self.num_classes, distributed=self.rt.distributed)
+            return run()
         backup = [p.value().copy() for p in self.weights]
         shadow = {p.name[len("ema."):]: p for p in self.ema.shadow}
         for p in self.weights:
             p.set_data(shadow[p.name].value().copy())
         try:
-            return evaluate(self.net, pipeline, self.num_classes, distributed=self.rt.distributed)
+            return run()
         finally:
             for p, value in zip(self.weights, backup):
                 p.set_data(value)
