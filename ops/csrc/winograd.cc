@@ -552,13 +552,19 @@ bool winograd_backward_applicable(const ConvSpec &s) { return winograd_applicabl
 // im2col + GEMM at ~100 GMAC/s on two threads; Winograd's point GEMMs at ~50 GMAC/s per thread, its
 // transforms a fixed cost per (tile, channel) and the filter transform one per channel pair, the tile blocks
 // shared out to the threads. 0 when im2col + GEMM is estimated faster.
+namespace {
+// How much faster the im2col GEMM runs than the fp32 rate the cost models assume: bf16 operands (the
+// process's precision, where the CPU has it) about double the GEMM's throughput; Winograd stays fp32.
+double gemm_speedup() { return precision() == 1 && bf16_available() ? 1.8 : 1.0; }
+}  // namespace
+
 int winograd_choice(const ConvSpec &s, bool backward_data) {
   if (!winograd_applicable(s) || !use_micro()) return 0;
   const int64_t Cin = backward_data ? s.O : s.C, Cout = backward_data ? s.C : s.O;
   const int64_t Hout = backward_data ? s.H : s.g.OH, Wout = backward_data ? s.W : s.g.OW;
   if (Cin < 8 || Cout < 8) return 0;
   const int threads = std::max(1, num_threads());
-  const double direct = 9.0 * Cin * Cout * s.N * Hout * Wout / (50e9 * threads);
+  const double direct = 9.0 * Cin * Cout * s.N * Hout * Wout / (50e9 * gemm_speedup() * threads);
   double best = direct;
   int choice = 0;
   for (int m : {4, 2}) {
@@ -577,7 +583,7 @@ int winograd_filter_choice(const ConvSpec &s) {
   if (!winograd_applicable(s) || s.C < 8 || s.O < 8) return 0;
   const int threads = std::max(1, num_threads());
   // im2col + GEMM with the chunk partials, against the dual's point GEMMs, transforms and dU traffic
-  const double direct = 9.0 * s.C * s.O * s.N * s.g.OH * s.g.OW / (30e9 * threads);
+  const double direct = 9.0 * s.C * s.O * s.N * s.g.OH * s.g.OW / (30e9 * gemm_speedup() * threads);
   double best = direct;
   int choice = 0;
   for (int m : {4, 2}) {
