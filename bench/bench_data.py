@@ -192,20 +192,22 @@ def bench_fmnist(args: argparse.Namespace) -> List[str]:
     the machine's load hits both sides alike."""
     synthetic, epochs, loads = [], [], []
     for _ in range(args.repeat):
-        row = _bench_json(["-c", FMNIST_RECIPE, "--phase", "train", "--steps", "40"])
+        extra = args.fmnist_args.split()
+        row = _bench_json(["-c", FMNIST_RECIPE, "--phase", "train", "--steps", "40", *extra])
         synthetic.append(float(row["img_per_s"]))
         with tempfile.TemporaryDirectory(prefix="mindplug-bench-fmnist-") as folder:
             _mindplug(["train", "-c", FMNIST_RECIPE, "--epoch_size", "1", "--val_while_train", "False",
                        "--num_samples", str(args.fmnist_samples), "--ckpt_save_dir", folder, "--progress", "log",
-                       "--log_interval", "100000"])
+                       "--log_interval", "100000", *extra])
             with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
                 epochs.append(float(json.load(handle)[-1]["img_per_s"]))
         loads.append(os.getloadavg()[0])
         print(f"  fashion-mnist: synthetic {synthetic[-1]:.1f} img/s, epoch with data {epochs[-1]:.1f} img/s "
               f"(load {loads[-1]:.2f})", flush=True)
-    data_alone = _bench_json(["-c", FMNIST_RECIPE, "--phase", "data", "--steps", "100"])
+    data_alone = _bench_json(["-c", FMNIST_RECIPE, "--phase", "data", "--steps", "100", *args.fmnist_args.split()])
     with_data, step = statistics.median(epochs), statistics.median(synthetic)
-    return [f"Fashion-MNIST recipe, batch {row['batch_size']}, {row['resolution']}, {args.fmnist_samples} training "
+    return [f"Fashion-MNIST recipe{' ' + args.fmnist_args if args.fmnist_args else ''}, batch {row['batch_size']}, "
+            f"{row['resolution']}, {row.get('precision', 'float32')}, {args.fmnist_samples} training "
             f"images per epoch, median of {args.repeat} alternated rounds (load average after each: "
             f"{', '.join(f'{v:.2f}' for v in loads)}):",
             "| measurement | img/s |", "|---|---|",
@@ -229,6 +231,8 @@ def main() -> int:
                         help="pipelines: 'seed' (color_jitter 0.4, the recipe as read), 'none' (no colour jitter)")
     parser.add_argument("--fmnist-samples", type=int, default=60000, help="training images in the timed epoch")
     parser.add_argument("--skip-fmnist", action="store_true")
+    parser.add_argument("--fmnist-args", default="", help="recipe overrides for the Fashion-MNIST part, e.g. "
+                                                          "'--amp_level O2 --val_amp_level O2' (bf16)")
     parser.add_argument("--skip-jpeg", action="store_true")
     parser.add_argument("--skip-python-path", action="store_true", help="leave out the Pillow path")
     args = parser.parse_args()
