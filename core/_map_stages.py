@@ -195,6 +195,15 @@ def defer_flips(ops: Sequence[Any]) -> tuple:
     return kept, [((2 if chw else 1) + flip.axis, float(flip.prob)) for flip in deferred]
 
 
+def _flip_in_cpp(images: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
+    """The flip in place in mindplug's C++ library (normalised NCHW float32 batches), if it serves."""
+    try:
+        from mindplug.ops import _library
+    except ImportError:
+        return False
+    return _library.flip_images(images, chosen, axis)
+
+
 BATCH_HINT = "on_batch"
 
 
@@ -221,7 +230,7 @@ class BatchFlips:
             images = np.array(images, copy=True)
         for axis, prob in self.flips:
             chosen = np.flatnonzero(self.rng.random(images.shape[0]) < prob)
-            if chosen.size:
+            if chosen.size and not _flip_in_cpp(images, chosen, axis):
                 images[chosen] = np.flip(images[chosen], axis=axis)  # the gather copies: no overlap
         for step in self.tail:
             images = getattr(step, BATCH_HINT)(images, self.rng)

@@ -205,6 +205,40 @@ def color_jitter(image: np.ndarray, steps: list[int], factors: list[float]) -> n
     return out.reshape(np.shape(image)) if np.ndim(image) == 2 else out
 
 
+@lru_cache(maxsize=1)
+def _flip_fn() -> ctypes._CFuncPtr | None:
+    try:
+        fn = load().MindplugFlipImages
+    except Exception:  # no library or a stale build: the caller flips in numpy
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
+    """Mirrors ``batch[chosen]`` in place along ``axis`` (the last or the one before: columns or rows) of a
+    C-contiguous float32 batch, in C++ with the GIL released; False (nothing done) where the library or
+    the layout does not serve, so the caller flips in numpy."""
+    import numpy as np
+
+    fn = _flip_fn()
+    if fn is None or batch.dtype != np.float32 or batch.ndim < 3 or not batch.flags.c_contiguous \
+            or not batch.flags.writeable or axis not in (batch.ndim - 1, batch.ndim - 2):
+        return False
+    index = np.ascontiguousarray(chosen, dtype=np.int64)
+    rows, cols = batch.shape[-2], batch.shape[-1]
+    planes = int(np.prod(batch.shape[1:-2], dtype=np.int64)) if batch.ndim > 3 else 1
+    code = fn(batch.ctypes.data, batch.shape[0], planes, rows, cols, index.ctypes.data, index.size,
+              1 if axis == batch.ndim - 1 else 0)
+    if code != 0:
+        from mindplug._errors import MindplugError
+
+        raise MindplugError(load().MindplugLastError().decode())
+    return True
+
+
 def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]", out: "list | None" = None) -> "list":
     """Runs one kernel entry point on numpy arrays with the AOT ABI, outside MindSpore.
 

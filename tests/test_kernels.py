@@ -239,6 +239,8 @@ def test_conv_backward(case):
     ((3, 8, 14, 14), 3, 1, (1, 1, 1, 1)),
     ((4, 6, 7, 7), 5, 1, (2, 2, 2, 2)),
     ((5, 16, 7, 7), 1, 1, (0, 0, 0, 0)),     # pointwise, several images per GEMM chunk
+    ((1, 64, 40, 40), 3, 1, (1, 1, 1, 1)),   # im2col larger than a band: four bands of output rows
+    ((2, 3, 96, 96), 7, 2, (2, 2, 3, 3)),    # the stem at 96 px: two bands, stride 2 across their seam
 ])
 def test_conv_googlenet_shapes_normal_data(shape, k, s, pads):
     """Real-valued data: forward within float32 rounding, backward within float32 rounding."""
@@ -1140,3 +1142,28 @@ def test_color_jitter_refuses_bad_arguments(shape, steps, factors, message):
 
     with pytest.raises(MindplugError, match=message):
         _library.color_jitter(np.zeros(shape, np.uint8), steps, factors)
+
+
+# ---------------------------------------------------------------- batch flips (data pipeline, float32)
+@SETTINGS
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.sampled_from([-1, -2]),
+       st.data())
+def test_flip_images_matches_numpy(n, planes, rows, cols, axis, data):
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    batch = rng.standard_normal((n, planes, rows, cols)).astype(np.float32)
+    chosen = np.flatnonzero(rng.random(n) < 0.5)
+    want = batch.copy()
+    want[chosen] = np.flip(want[chosen], axis=axis)
+    assert _library.flip_images(batch, chosen, batch.ndim + axis)
+    np.testing.assert_array_equal(batch, want)
+
+
+def test_flip_images_leaves_other_layouts_to_numpy_and_refuses_bad_indices():
+    from mindplug._errors import MindplugError
+
+    assert not _library.flip_images(np.zeros((2, 3, 4, 4), np.uint8), np.array([0]), 3)      # dtype
+    assert not _library.flip_images(np.zeros((2, 4, 4, 3), np.float32), np.array([0]), 1)    # not rows/cols
+    assert not _library.flip_images(np.zeros((2, 3, 4, 8), np.float32)[..., ::2], np.array([0]), 3)  # strided
+    with pytest.raises(MindplugError, match="outside the batch"):
+        _library.flip_images(np.zeros((2, 3, 4, 4), np.float32), np.array([2]), 3)

@@ -47,6 +47,31 @@ bool is_pointwise(const mp::Geo &g) {
   return g.KH == 1 && g.KW == 1 && g.sh == 1 && g.sw == 1 && g.pt == 0 && g.pl == 0 && g.pb == 0 && g.pr == 0;
 }
 
+// One image's im2col matrix (K x OH*OW) of a large map does not fit in L2 (the stem's 7x7 at 112x112 is
+// 7 MB): such a layer is run in bands of output rows whose im2col buffer does (GEMM per band, fp32 or
+// bf16 panels packed from cache).
+constexpr int64_t kBandFloats = int64_t{1} << 18, kBandMinCols = 384;
+
+int64_t band_rows(const mp::Geo &g, int64_t K) {
+  const int64_t cols = std::max(kBandMinCols, kBandFloats / std::max<int64_t>(K, 1));
+  return std::min(g.OH, std::max<int64_t>(1, cols / g.OW));
+}
+
+// The geometry of output rows [oh0, oh0 + rows): the same taps, read from input row oh*sh - pt + kh*dh.
+mp::Geo band_of(const mp::Geo &g, int64_t oh0, int64_t rows) {
+  mp::Geo b = g;
+  b.OH = rows;
+  b.pt = g.pt - oh0 * g.sh;
+  return b;
+}
+
+// fn(oh0, rows) for each band of output rows (one band: the whole map, when it fits).
+template <class F>
+void for_bands(const mp::Geo &g, int64_t K, F fn) {
+  const int64_t rows = band_rows(g, K);
+  for (int64_t oh0 = 0; oh0 < g.OH; oh0 += rows) fn(oh0, std::min(rows, g.OH - oh0));
+}
+
 }  // namespace
 
 // inputs x[N,C,H,W], w[O,C,KH,KW], cfg[8] int64; output y[N,O,OH,OW].
@@ -63,6 +88,17 @@ MP_AOT_ENTRY(Conv2dForward) {
   mp::for_chunks(N, OHW, [&](int64_t, int64_t n0, int64_t nb) {
     const int64_t cols = nb * OHW;
     const float *col = x.f + n0 * C * HW;
+    if (nb == 1 && !pw) {  // a large map: in bands of output rows
+      float *out = y.f + n0 * O * OHW;
+      float *buf = mp::scratch(0, K * band_rows(g, K) * g.OW);
+      for_bands(g, K, [&](int64_t oh0, int64_t rows) {
+        const int64_t bc = rows * g.OW;
+        mp::im2col(x.f + n0 * C * HW, C, 1, HW, C * HW, band_of(g, oh0, rows), buf);
+        mp::sgemm(false, false, O, bc, K, 1.f, w.f, K, buf, bc, 0.f, out + oh0 * g.OW, OHW);
+      });
+      if (relu) mp::relu_inplace(out, O * OHW);
+      return;
+    }
     if (!(pw && nb == 1)) {
       float *buf = mp::scratch(0, K * cols);
       mp::im2col(x.f + n0 * C * HW, C, nb, HW, C * HW, g, buf);
@@ -129,9 +165,18 @@ MP_AOT_ENTRY(Conv2dBackwardData) {
         mp::sgemm(true, false, K, cols, O, 1.f, w.f, K, G, cols, 0.f, dxn, cols);
         return;
       }
+      std::fill(dxn, dxn + nb * C * HW, 0.f);
+      if (nb == 1) {  // in bands of output rows, as the forward
+        float *col = mp::scratch(0, K * band_rows(g, K) * g.OW);
+        for_bands(g, K, [&](int64_t oh0, int64_t rows) {
+          const int64_t bc = rows * g.OW;
+          mp::sgemm(true, false, K, bc, O, 1.f, w.f, K, G + oh0 * g.OW, cols, 0.f, col, bc);
+          mp::col2im_add(col, C, 1, dxn, HW, C * HW, band_of(g, oh0, rows));
+        });
+        return;
+      }
       float *col = mp::scratch(0, K * cols);
       mp::sgemm(true, false, K, cols, O, 1.f, w.f, K, G, cols, 0.f, col, cols);
-      std::fill(dxn, dxn + nb * C * HW, 0.f);
       mp::col2im_add(col, C, nb, dxn, HW, C * HW, g);
     });
   });
@@ -148,6 +193,15 @@ MP_AOT_ENTRY(Conv2dBackwardFilter) {
     run([&](int64_t ci, int64_t n0, int64_t nb, const float *G) {
       const int64_t cols = nb * OHW;
       const float *col = x.f + n0 * C * HW;
+      if (nb == 1 && !pw) {  // in bands of output rows: each band's products add to the chunk's partial
+        float *buf = mp::scratch(0, K * band_rows(g, K) * g.OW);
+        for_bands(g, K, [&](int64_t oh0, int64_t rows) {
+          const int64_t bc = rows * g.OW;
+          mp::im2col(x.f + n0 * C * HW, C, 1, HW, C * HW, band_of(g, oh0, rows), buf);
+          mp::sgemm(false, true, O, K, bc, 1.f, G + oh0 * g.OW, cols, buf, bc, oh0 == 0 ? 0.f : 1.f, acc.of(ci), K);
+        });
+        return;
+      }
       if (!(pw && nb == 1)) {
         float *buf = mp::scratch(0, K * cols);
         mp::im2col(x.f + n0 * C * HW, C, nb, HW, C * HW, g, buf);
