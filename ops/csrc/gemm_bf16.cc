@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
@@ -70,6 +71,34 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void pack(const float *sr
   }
 }
 
+// The bf16 panels of one running GEMM. MindSpore runs kernels on many threads of its own: panels kept per
+// thread would multiply with them, so a GEMM leases a pair from a shared free list (as many pairs exist as
+// GEMMs ever ran at once) and returns it when done.
+struct Panels {
+  std::vector<uint16_t> a, b;
+};
+std::mutex g_panels_mu;
+std::vector<std::unique_ptr<Panels>> g_free_panels;
+
+struct PanelLease {
+  std::unique_ptr<Panels> panels;
+  PanelLease() {
+    std::lock_guard<std::mutex> lock(g_panels_mu);
+    if (g_free_panels.empty()) {
+      panels = std::make_unique<Panels>();
+    } else {
+      panels = std::move(g_free_panels.back());
+      g_free_panels.pop_back();
+    }
+  }
+  ~PanelLease() {
+    std::lock_guard<std::mutex> lock(g_panels_mu);
+    g_free_panels.push_back(std::move(panels));
+  }
+  PanelLease(const PanelLease &) = delete;
+  PanelLease &operator=(const PanelLease &) = delete;
+};
+
 }  // namespace
 
 int precision() { return g_precision.load(std::memory_order_relaxed); }
@@ -85,7 +114,8 @@ bool sgemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
   if (!bf16_available()) return false;
   constexpr int64_t kPanelK = 1536, kPanelN = 384;
   DnnlGemmBf16 f = bf16_gemm();
-  static thread_local std::vector<uint16_t> a16, b16;
+  const PanelLease lease;
+  std::vector<uint16_t> &a16 = lease.panels->a, &b16 = lease.panels->b;
   const int64_t pk = K < kPanelK ? K : kPanelK, pn = N < kPanelN ? N : kPanelN;
   a16.resize(static_cast<size_t>(M * pk));
   b16.resize(static_cast<size_t>(pk * pn));
