@@ -160,16 +160,32 @@ def gemm_backend() -> str:
 JITTER_STEPS = ("brightness", "contrast", "saturation")
 
 
-@lru_cache(maxsize=1)
-def _jitter_fn() -> ctypes._CFuncPtr | None:
+@lru_cache(maxsize=4)
+def _optional_entry(name: str, argtypes: tuple) -> ctypes._CFuncPtr | None:
+    """A plain-C entry point of the library with its signature, or None without a library (MindplugError)
+    or in a stale build (AttributeError): the data pipeline then does the work in Python."""
     try:
-        fn = load().MindplugColorJitter
-    except Exception:  # no library (MindplugError), a stale build (AttributeError): the caller keeps Pillow
+        fn = getattr(load(), name)
+    except Exception:
         return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
-    fn.restype = ctypes.c_int
+    fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
     return fn
+
+
+def _raise_last_error() -> None:
+    from mindplug._errors import MindplugError
+
+    raise MindplugError(load().MindplugLastError().decode())
+
+
+_JITTER_ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                ctypes.c_void_p, ctypes.c_int32)
+_FLIP_ARGS = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+              ctypes.c_int64, ctypes.c_int32)
+
+
+def _jitter_fn() -> ctypes._CFuncPtr | None:
+    return _optional_entry("MindplugColorJitter", _JITTER_ARGS)
 
 
 def jitter_available() -> bool:
@@ -193,28 +209,16 @@ def color_jitter(image: np.ndarray, steps: list[int], factors: list[float]) -> n
         src = src[:, :, None]
     if src.ndim != 3:
         raise MindplugError(f"color jitter needs an HWC image, got shape {image.shape}")
+    if len(steps) != len(factors):
+        raise MindplugError(f"color jitter: {len(steps)} steps but {len(factors)} factors")
     out = np.empty_like(src)
     codes = (ctypes.c_int32 * max(len(steps), 1))(*steps)
     values = (ctypes.c_float * max(len(factors), 1))(*factors)
-    if len(steps) != len(factors):
-        raise MindplugError(f"color jitter: {len(steps)} steps but {len(factors)} factors")
     code = fn(src.ctypes.data, out.ctypes.data, src.shape[0], src.shape[1], src.shape[2], codes, values,
               len(steps))
     if code != 0:
-        raise MindplugError(load().MindplugLastError().decode())
+        _raise_last_error()
     return out.reshape(np.shape(image)) if np.ndim(image) == 2 else out
-
-
-@lru_cache(maxsize=1)
-def _flip_fn() -> ctypes._CFuncPtr | None:
-    try:
-        fn = load().MindplugFlipImages
-    except Exception:  # no library or a stale build: the caller flips in numpy
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
-                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32]
-    fn.restype = ctypes.c_int
-    return fn
 
 
 def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
@@ -223,7 +227,7 @@ def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
     the layout does not serve, so the caller flips in numpy."""
     import numpy as np
 
-    fn = _flip_fn()
+    fn = _optional_entry("MindplugFlipImages", _FLIP_ARGS)
     if fn is None or batch.dtype != np.float32 or batch.ndim < 3 or not batch.flags.c_contiguous \
             or not batch.flags.writeable or axis not in (batch.ndim - 1, batch.ndim - 2):
         return False
@@ -233,9 +237,7 @@ def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
     code = fn(batch.ctypes.data, batch.shape[0], planes, rows, cols, index.ctypes.data, index.size,
               1 if axis == batch.ndim - 1 else 0)
     if code != 0:
-        from mindplug._errors import MindplugError
-
-        raise MindplugError(load().MindplugLastError().decode())
+        _raise_last_error()
     return True
 
 
@@ -246,8 +248,6 @@ def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]", out: "
     reuses float32 arrays (as MindSpore's memory pool does) instead of fresh ones from ``out_shapes``.
     """
     import numpy as np
-
-    from mindplug._errors import MindplugError
 
     lib = load()
     arrays = [np.ascontiguousarray(a) for a in inputs]
@@ -261,5 +261,5 @@ def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]", out: "
     dtypes = (ctypes.c_char_p * n)(*[str(a.dtype).encode() for a in arrays])
     code = getattr(lib, entry)(n, params, ndims, shapes, dtypes, None, None)
     if code != 0:
-        raise MindplugError(lib.MindplugLastError().decode())
+        _raise_last_error()
     return arrays[len(inputs):]
