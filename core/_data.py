@@ -17,8 +17,8 @@ The sampler hands out the same indices on each of three paths (``Feed.path``):
 - ``python``: any other source, ``src[i]`` in threads.
 
 Per-sample transforms then run in ``map`` stages (MindSpore ops in C++ threads, Python callables in worker
-processes, ``_map_stages``), batches are formed, and an optional batch transform (Mixup/CutMix) maps
-``(image, label)`` to soft labels.
+processes, ``_map_stages``), batches are formed (the trailing per-pixel steps and the flips then run on the
+whole batch), and an optional batch transform (Mixup/CutMix) maps ``(image, label)`` to soft labels.
 """
 from __future__ import annotations
 
@@ -241,8 +241,8 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
     import mindspore.dataset as ds
 
     from ._fast_sources import ArrayRows, FileRows, array_channels, array_pair, file_list
-    from ._map_stages import (BatchFlips, Stage, apply_stages, decode_steps, defer_flips, defer_tail, resolve_hints,
-                              split_stages, usable_cpus)
+    from ._map_stages import (BatchSteps, Stage, apply_stages, batch_steps, decode_steps, defer_flips, defer_tail,
+                              resolve_hints, split_stages, usable_cpus)
 
     shards, shard = _check_shards(num_shards, shard_id)
     if batch_size < 1:
@@ -275,7 +275,7 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
         data = apply_stages(data, split_stages(ops) if fast else [Stage(list(ops), False)], workers)
         data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
         if flips or tail:  # in one thread, from the pass's seed: the same draws every time, and resumable
-            data = data.map(operations=BatchFlips(flips, seed, tail), input_columns="image",
+            data = data.map(operations=BatchSteps(flips, seed, batch_steps(tail), workers), input_columns="image",
                             num_parallel_workers=1, python_multiprocessing=False)
         if batch_transform is not None:
             data = data.map(operations=batch_transform, input_columns=COLUMNS, output_columns=COLUMNS,

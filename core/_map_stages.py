@@ -18,15 +18,19 @@ Two rewrites keep the result the same while doing less work:
 - in an encoded-image pipeline, the decode step is fused with a leading ``RandomResizedCrop`` into
   ``RandomCropDecodeResize``, which decodes only the crop of a JPEG (same crop sampling).
 
-A flip that only per-pixel steps follow (colour, normalisation, layout, resizing, random erasing: none
-tells a mirrored image from its mirror's distribution) is applied to whole batches instead, in numpy from a
-generator of its own: the independence of the Python flip at the cost of one call per batch, not per image.
+The steps at the end of the pipeline that have a batch form (``on_batch``: colour jitter, random erasing,
+and our batch versions of MindSpore's Normalize/HWC2CHW) run on the stacked batch instead, once per batch:
+uint8 images are batched, flipped, jittered and normalised in single C++ calls. A flip that only per-pixel
+steps follow (colour, normalisation, layout, resizing, random erasing: none tells a mirrored image from its
+mirror's distribution) is applied to whole batches too, before the tail, from a generator of its own: the
+independence of the Python flip at the cost of one call per batch, not per image.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -180,8 +184,9 @@ def _to_chw(op: Any) -> bool:
 
 
 def defer_flips(ops: Sequence[Any]) -> tuple:
-    """(``ops`` without the flips that only flip-commuting steps follow, a ``BatchFlips`` spec of those flips:
-    [(axis of the batch array, probability)], the axis counting in the layout the batch will have)."""
+    """(``ops`` without the flips that only flip-commuting steps follow, a ``BatchSteps`` spec of those flips:
+    [(axis of the batch array, probability, whether the batch is channels-last)], the axis counting in the
+    layout the batch has when the flips run: after ``ops``, before the batch tail)."""
     kept: List[Any] = []
     deferred: List[Any] = []
     for index, op in enumerate(ops):
@@ -192,46 +197,128 @@ def defer_flips(ops: Sequence[Any]) -> tuple:
             kept.append(op)
     chw = any(_to_chw(op) for op in kept)
     # an image's HWC axis 0 (rows) or 1 (columns) as an axis of the batch: NCHW (2, 3) or NHWC (1, 2)
-    return kept, [((2 if chw else 1) + flip.axis, float(flip.prob)) for flip in deferred]
+    return kept, [((2 if chw else 1) + flip.axis, float(flip.prob), not chw) for flip in deferred]
 
 
-def _flip_in_cpp(images: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
-    """The flip in place in mindplug's C++ library (normalised NCHW float32 batches), if it serves."""
+def _flip_in_cpp(images: np.ndarray, chosen: np.ndarray, axis: int, channels_last: bool) -> bool:
+    """The flip in place in mindplug's C++ library, if it serves the batch."""
     try:
         from mindplug.ops import _library
     except ImportError:
         return False
-    return _library.flip_images(images, chosen, axis)
+    return _library.flip_images(images, chosen, axis, channels_last)
 
 
 BATCH_HINT = "on_batch"
 
 
+class BatchNormalize:
+    """MindSpore's ``Normalize`` (HWC), optionally followed by ``HWC2CHW``, on a stacked batch: one C++ call
+    over a uint8 batch (the same float32 arithmetic), numpy for anything else."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], chw: bool = False) -> None:
+        self.mean, self.std, self.chw = [float(v) for v in mean], [float(v) for v in std], bool(chw)
+
+    def on_batch(self, images: np.ndarray, rng: np.random.Generator, threads: int = 1) -> np.ndarray:
+        out = None
+        if images.dtype == np.uint8:
+            try:
+                from mindplug.ops import _library
+
+                out = _library.normalize_images(images, self.mean, self.std, self.chw, threads)
+            except ImportError:
+                out = None
+        if out is None:
+            out = (images.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            if self.chw:
+                out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        return out
+
+
+class BatchToCHW:
+    """``HWC2CHW`` on a stacked batch."""
+
+    def on_batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+
+
+class BatchToFloat:
+    """``TypeCast(float32)`` on a stacked batch."""
+
+    def on_batch(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return images.astype(np.float32, copy=False)
+
+
+def batch_form(op: Any) -> Optional[List[Any]]:
+    """The steps doing ``op``'s work on a stacked batch (objects with ``on_batch``), or None: a Python
+    transform's own ``on_batch``, and batch versions of MindSpore's per-pixel layout steps (``Normalize``,
+    ``HWC2CHW``, ``TypeCast`` to float32, a ``Compose`` of them)."""
+    import mindspore.dataset.transforms as mst
+    import mindspore.dataset.vision as msv
+
+    if not is_cpp(op):
+        return [op] if callable(getattr(op, BATCH_HINT, None)) else None
+    if type(op) is mst.Compose:
+        forms = [batch_form(inner) for inner in op.transforms]
+        return None if any(f is None for f in forms) else [step for form in forms for step in form]  # type: ignore
+    if type(op) is msv.Normalize and op.is_hwc:
+        return [BatchNormalize(op.mean, op.std)]
+    if type(op) is msv.HWC2CHW:
+        return [BatchToCHW()]
+    if type(op) is mst.TypeCast and str(op.data_type) == "float32":
+        return [BatchToFloat()]
+    return None
+
+
 def defer_tail(ops: Sequence[Any]) -> tuple:
-    """(``ops`` without their trailing run of Python transforms that offer ``on_batch(images, rng)``, that
-    run): such a step last in the pipeline (random erasing) works on the batch, once per batch."""
+    """(``ops`` without their trailing run of steps that have a batch form, that run): such steps at the
+    end of the pipeline (colour jitter, normalisation, random erasing) run on the stacked batch, once per
+    batch, instead of once per image."""
     cut = len(ops)
-    while cut and not is_cpp(ops[cut - 1]) and callable(getattr(ops[cut - 1], BATCH_HINT, None)):
+    while cut and batch_form(ops[cut - 1]) is not None:
         cut -= 1
     return list(ops[:cut]), list(ops[cut:])
 
 
-class BatchFlips:
-    """The deferred steps on a batch: each image mirrored along each flip's axis with its probability, then
-    each trailing batch step, all drawing from this generator (seeded by the pass, so a pass draws the same
-    every time)."""
+def batch_steps(tail: Sequence[Any]) -> List[Any]:
+    """The batch forms of ``tail`` (from ``defer_tail``), a ``Normalize`` and the ``HWC2CHW`` after it
+    fused into one step."""
+    steps: List[Any] = []
+    for op in tail:
+        for step in batch_form(op) or ():
+            if isinstance(step, BatchToCHW) and steps and isinstance(steps[-1], BatchNormalize) \
+                    and not steps[-1].chw:
+                steps[-1].chw = True
+            else:
+                steps.append(step)
+    return steps
 
-    def __init__(self, flips: Sequence[tuple], seed: int, tail: Sequence[Any] = ()) -> None:
-        self.flips, self.tail = list(flips), list(tail)
+
+def _takes_threads(fn: Any) -> bool:
+    try:
+        return "threads" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class BatchSteps:
+    """The deferred steps on a stacked batch, all drawing from this generator (seeded by the pass, so a
+    pass draws the same every time): each image mirrored along each flip's axis with its probability, then
+    each step of the tail in order (an ``on_batch`` that takes ``threads`` gets the pipeline's worker
+    count)."""
+
+    def __init__(self, flips: Sequence[tuple], seed: int, tail: Sequence[Any] = (), threads: int = 1) -> None:
+        self.flips, self.threads = list(flips), max(1, int(threads))
+        self.tail = [(getattr(step, BATCH_HINT), _takes_threads(getattr(step, BATCH_HINT))) for step in tail]
         self.rng = np.random.default_rng([int(seed), 0x5F11])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        if not (isinstance(images, np.ndarray) and images.flags.writeable):  # MindSpore hands over its own copy
-            images = np.array(images, copy=True)
-        for axis, prob in self.flips:
+        if not (isinstance(images, np.ndarray) and images.flags.writeable and images.flags.c_contiguous):
+            images = np.array(images, copy=True)  # MindSpore hands over its own copy
+        for axis, prob, channels_last in self.flips:
             chosen = np.flatnonzero(self.rng.random(images.shape[0]) < prob)
-            if chosen.size and not _flip_in_cpp(images, chosen, axis):
+            if chosen.size and not _flip_in_cpp(images, chosen, axis, channels_last):
                 images[chosen] = np.flip(images[chosen], axis=axis)  # the gather copies: no overlap
-        for step in self.tail:
-            images = getattr(step, BATCH_HINT)(images, self.rng)
+        for step, threads in self.tail:
+            images = step(images, self.rng, threads=self.threads) if threads else step(images, self.rng)
         return images

@@ -160,7 +160,7 @@ def gemm_backend() -> str:
 JITTER_STEPS = ("brightness", "contrast", "saturation")
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)
 def _optional_entry(name: str, argtypes: tuple) -> ctypes._CFuncPtr | None:
     """A plain-C entry point of the library with its signature, or None without a library (MindplugError)
     or in a stale build (AttributeError): the data pipeline then does the work in Python."""
@@ -180,8 +180,12 @@ def _raise_last_error() -> None:
 
 _JITTER_ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
                 ctypes.c_void_p, ctypes.c_int32)
-_FLIP_ARGS = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-              ctypes.c_int64, ctypes.c_int32)
+_FLIP_ARGS = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+              ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32)
+_JITTER_IMAGES_ARGS = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                       ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
+_NORMALIZE_ARGS = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)
 
 
 def _jitter_fn() -> ctypes._CFuncPtr | None:
@@ -221,21 +225,79 @@ def color_jitter(image: np.ndarray, steps: list[int], factors: list[float]) -> n
     return out.reshape(np.shape(image)) if np.ndim(image) == 2 else out
 
 
-def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int) -> bool:
-    """Mirrors ``batch[chosen]`` in place along ``axis`` (the last or the one before: columns or rows) of a
-    C-contiguous float32 batch, in C++ with the GIL released; False (nothing done) where the library or
-    the layout does not serve, so the caller flips in numpy."""
+def jitter_images_available() -> bool:
+    """True when the built library has the whole-batch colour-jitter entry point."""
+    return _optional_entry("MindplugColorJitterImages", _JITTER_IMAGES_ARGS) is not None
+
+
+def color_jitter_images(batch: np.ndarray, steps: np.ndarray, factors: np.ndarray, counts: np.ndarray,
+                        threads: int = 1) -> None:
+    """Jitters, in place, each uint8 HWC image ``batch[i]`` (1 or 3 channels) through its first ``counts[i]``
+    steps ``steps[i]`` (codes of ``JITTER_STEPS``) with ``factors[i]``, as ``color_jitter`` does one image,
+    on up to ``threads`` threads with the GIL released."""
     import numpy as np
 
-    fn = _optional_entry("MindplugFlipImages", _FLIP_ARGS)
-    if fn is None or batch.dtype != np.float32 or batch.ndim < 3 or not batch.flags.c_contiguous \
-            or not batch.flags.writeable or axis not in (batch.ndim - 1, batch.ndim - 2):
+    from mindplug._errors import MindplugError
+
+    fn = _optional_entry("MindplugColorJitterImages", _JITTER_IMAGES_ARGS)
+    if fn is None:
+        raise MindplugError("the kernel library has no MindplugColorJitterImages; rebuild with `pip install -e .`")
+    if batch.dtype != np.uint8 or batch.ndim != 4 or not batch.flags.c_contiguous or not batch.flags.writeable:
+        raise MindplugError(f"color jitter needs a writable C-contiguous uint8 NHWC batch, got {batch.dtype} "
+                            f"{batch.shape}")
+    n = batch.shape[0]
+    codes = np.ascontiguousarray(steps, dtype=np.int32)
+    values = np.ascontiguousarray(factors, dtype=np.float32)
+    todo = np.ascontiguousarray(counts, dtype=np.int32)
+    if codes.ndim != 2 or codes.shape[0] != n or values.shape != codes.shape or todo.shape != (n,):
+        raise MindplugError(f"color jitter of {n} images: steps {codes.shape}, factors {values.shape} and counts "
+                            f"{todo.shape} must be (n, k), (n, k) and (n,)")
+    code = fn(batch.ctypes.data, n, batch.shape[1], batch.shape[2], batch.shape[3], codes.ctypes.data,
+              values.ctypes.data, todo.ctypes.data, codes.shape[1], max(1, int(threads)))
+    if code != 0:
+        _raise_last_error()
+
+
+def normalize_images(batch: np.ndarray, mean: "list[float]", std: "list[float]", chw: bool,
+                     threads: int = 1) -> np.ndarray | None:
+    """``(batch - mean) / std`` of a uint8 NHWC batch as a new float32 array, NCHW when ``chw``, with
+    MindSpore's Normalize arithmetic, on up to ``threads`` threads with the GIL released; None (nothing
+    done) where the library or the input does not serve, so the caller normalises in numpy."""
+    import numpy as np
+
+    fn = _optional_entry("MindplugNormalizeImages", _NORMALIZE_ARGS)
+    if fn is None or batch.dtype != np.uint8 or batch.ndim != 4 or len(mean) != batch.shape[3] \
+            or len(std) != batch.shape[3]:
+        return None
+    src = np.ascontiguousarray(batch)
+    n, height, width, channels = src.shape
+    out = np.empty((n, channels, height, width) if chw else src.shape, np.float32)
+    means, stds = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    code = fn(src.ctypes.data, out.ctypes.data, n, height, width, channels, means.ctypes.data, stds.ctypes.data,
+              1 if chw else 0, max(1, int(threads)))
+    if code != 0:
+        _raise_last_error()
+    return out
+
+
+def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int, channels_last: bool = False) -> bool:
+    """Mirrors ``batch[chosen]`` in place along ``axis`` (columns or rows) of a C-contiguous batch, in C++
+    with the GIL released: NCHW-like when ``channels_last`` is False (the last two axes are rows and
+    columns), NHWC when True (rows and columns are the two before the last, whose values move together).
+    False (nothing done) where the library or the layout does not serve, so the caller flips in numpy."""
+    import numpy as np
+
+    fn = _optional_entry("MindplugFlipItems", _FLIP_ARGS)
+    spatial = (batch.ndim - 3, batch.ndim - 2) if channels_last else (batch.ndim - 2, batch.ndim - 1)
+    if fn is None or batch.ndim < (4 if channels_last else 3) or not batch.flags.c_contiguous \
+            or not batch.flags.writeable or axis not in spatial:
         return False
     index = np.ascontiguousarray(chosen, dtype=np.int64)
-    rows, cols = batch.shape[-2], batch.shape[-1]
-    planes = int(np.prod(batch.shape[1:-2], dtype=np.int64)) if batch.ndim > 3 else 1
-    code = fn(batch.ctypes.data, batch.shape[0], planes, rows, cols, index.ctypes.data, index.size,
-              1 if axis == batch.ndim - 1 else 0)
+    rows, cols = batch.shape[spatial[0]], batch.shape[spatial[1]]
+    item = batch.itemsize * (batch.shape[-1] if channels_last else 1)
+    planes = int(np.prod(batch.shape[1:spatial[0]], dtype=np.int64))
+    code = fn(batch.ctypes.data, batch.shape[0], planes, rows, cols, item, index.ctypes.data, index.size,
+              1 if axis == spatial[1] else 0)
     if code != 0:
         _raise_last_error()
     return True

@@ -514,6 +514,78 @@ def test_colour_jitter_statistics_match_pillow():
     assert stats([image])[0, 0] * 0.7 < pil[:, 0].mean() < stats([image])[0, 0] * 1.1
 
 
+def test_colour_jitter_on_a_batch_matches_pillows_statistics():
+    """The batch form of color_jitter (one C++ call per batch, draws from the pass's generator): per image
+    the factor spread and the independence of the three steps of the Pillow path, on RGB and grey."""
+    import random
+
+    from mindplug.plugins.augmentations._factories import color_jitter
+
+    yy, xx = np.mgrid[0:24, 0:24]
+    image = np.clip(np.dstack([xx * 9 + 20, yy * 8 + 30, 200 - xx * 5]), 0, 255).astype(np.uint8)
+    jitter = color_jitter(brightness=0.4, contrast=0.4, saturation=0.4)
+    assert jitter.on_batch is not None and color_jitter(hue=0.1).on_batch is None  # hue: the per-image step
+    random.seed(0)
+
+    def stats(out):
+        out = out.astype(np.float64)
+        grey = out.mean(axis=3)
+        return np.stack([grey.mean(axis=(1, 2)), grey.std(axis=(1, 2)), out.std(axis=3).mean(axis=(1, 2))], 1)
+
+    for picture in (image, image[:, :, :1]):
+        pil = stats(np.stack([jitter._in_pillow(picture) for _ in range(1000)]))
+        batch = np.repeat(picture[None], 1000, axis=0)
+        out = jitter.on_batch(batch, np.random.default_rng(0), threads=2)
+        assert out.shape == batch.shape and out.dtype == np.uint8
+        fast = stats(out)
+        for k in range(2 if picture.shape[2] == 1 else 3):
+            spread = pil[:, k].std()
+            assert abs(pil[:, k].mean() - fast[:, k].mean()) < 0.12 * spread, k
+            assert abs(pil[:, k].std() - fast[:, k].std()) < 0.12 * spread, k
+        keep = slice(0, 2) if picture.shape[2] == 1 else slice(0, 3)
+        assert np.abs(np.corrcoef(pil[:, keep].T) - np.corrcoef(fast[:, keep].T)).max() < 0.12
+    again = jitter.on_batch(np.repeat(image[None], 8, axis=0), np.random.default_rng(5))
+    np.testing.assert_array_equal(again, jitter.on_batch(np.repeat(image[None], 8, axis=0),
+                                                         np.random.default_rng(5)))  # the generator decides
+
+
+def test_trailing_per_pixel_steps_run_on_the_batch():
+    """Colour jitter and normalisation at the end of a pipeline move to the batch stage (one normalise with
+    the layout change), a step without a batch form ends the run, and a hue jitter stays per image."""
+    import mindspore.dataset.vision as msv
+
+    from mindplug._map_stages import BatchNormalize, batch_steps, decode_steps, defer_flips, defer_tail
+
+    ops = decode_steps(resolve_hints(build_transforms({"image_resize": 16, "in_channels": 3, "color_jitter": 0.4},
+                                                      is_training=True), 3), grey=False, channels=3)
+    kept, tail = defer_tail(ops)
+    kept, flips = defer_flips(kept)
+    assert [type(op).__name__ for op in kept] == ["RandomCropDecodeResize"]
+    assert [type(op).__name__ for op in tail] == ["ColorJitter", "Compose"] and flips == [(2, 0.5, True)]
+    steps = batch_steps(tail)
+    assert steps[0] is tail[0] and isinstance(steps[1], BatchNormalize) and steps[1].chw and len(steps) == 2
+    hue = build_transforms({"image_resize": 16, "in_channels": 3, "color_jitter": [0.4, 0.4, 0.4, 0.1]},
+                           is_training=True)
+    assert [type(op).__name__ for op in defer_tail(hue)[1]] == ["Compose"]
+    mixed = [msv.Resize(16), msv.Normalize([0.0], [1.0]), msv.Rescale(2.0, 0.0), msv.HWC2CHW()]
+    assert defer_tail(mixed) == (mixed[:3], mixed[3:])
+
+
+def test_the_batch_stage_gives_the_per_image_pixels(solid_tree):
+    """Normalisation and the layout change on the batch give what the per-image steps give: a training feed
+    of the files path against its fast=False reference, pixel for pixel (no random step decides here; the
+    flip frequencies are checked in test_crop_scale_and_flip_frequencies_match_the_python_path)."""
+    src = folder(solid_tree)
+    keys = {"image_resize": 12, "in_channels": 3, "hflip": 0.0, "transforms": {"train": [
+        {"type": "resize", "size": [12, 12]}, {"type": "normalize", "channels": 3}]}}
+    ops = build_transforms(keys, is_training=True)
+    fast, slow = both_paths(src, shuffle=True, seed=3, transforms=ops, batch_size=4, channels=3)
+    a = np.concatenate([x for x, _ in fast.batches()])
+    b = np.concatenate([x for x, _ in slow.batches()])
+    assert a.dtype == np.float32 and a.shape[1] == 3
+    np.testing.assert_array_equal(a, b)
+
+
 class RecordProcess:
     """A plugin-style Python transform that notes the process it ran in."""
 

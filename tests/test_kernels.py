@@ -1144,26 +1144,88 @@ def test_color_jitter_refuses_bad_arguments(shape, steps, factors, message):
         _library.color_jitter(np.zeros(shape, np.uint8), steps, factors)
 
 
-# ---------------------------------------------------------------- batch flips (data pipeline, float32)
 @SETTINGS
-@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.sampled_from([-1, -2]),
+@given(st.integers(0, 5), st.integers(1, 12), st.integers(1, 12), st.sampled_from([1, 3]), st.integers(1, 2),
        st.data())
-def test_flip_images_matches_numpy(n, planes, rows, cols, axis, data):
+def test_color_jitter_images_match_the_single_image_kernel(n, h, w, c, threads, data):
+    """The batch call gives each image what the one-image call gives it with that image's own steps."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    batch = rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+    stride = int(rng.integers(0, 5))
+    steps = rng.choice([0, 1, 2] if c == 3 else [0, 1], size=(n, stride)).astype(np.int32)
+    factors = rng.uniform(0.0, 3.0, (n, stride)).astype(np.float32)
+    counts = rng.integers(0, stride + 1, n).astype(np.int32)
+    want = [_library.color_jitter(batch[i], steps[i, :counts[i]].tolist(), factors[i, :counts[i]].tolist())
+            for i in range(n)]
+    _library.color_jitter_images(batch, steps, factors, counts, threads)
+    for i in range(n):
+        np.testing.assert_array_equal(batch[i], want[i])
+
+
+@pytest.mark.parametrize("shape, counts, steps, message", [
+    ((2, 4, 4, 3), [1, 3], [[0, 0], [0, 0]], "more than the stride"),
+    ((2, 4, 4, 1), [1, 1], [[0], [2]], "saturation needs a 3-channel image"),
+    ((1, 4, 4, 3), [1], [[7]], "unknown step 7"),
+    ((1, 4, 4, 2), [0], [[0]], "1 or 3 channels"),
+])
+def test_color_jitter_images_refuse_bad_arguments(shape, counts, steps, message):
+    from mindplug._errors import MindplugError
+
+    steps = np.array(steps, np.int32)
+    with pytest.raises(MindplugError, match=message):
+        _library.color_jitter_images(np.zeros(shape, np.uint8), steps, np.ones(steps.shape, np.float32),
+                                     np.array(counts, np.int32))
+    with pytest.raises(MindplugError, match="uint8 NHWC"):
+        _library.color_jitter_images(np.zeros((2, 4, 4, 3), np.float32), steps[:1], np.ones((1, 1)), np.ones(1))
+
+
+# ---------------------------------------------------------------- batch normalisation (data pipeline)
+@SETTINGS
+@given(st.integers(0, 4), st.integers(1, 11), st.integers(1, 11), st.integers(1, 5), st.booleans(),
+       st.integers(1, 2), st.data())
+def test_normalize_images_match_numpy(n, h, w, c, chw, threads, data):
+    """(x - mean) / std in float32, as MindSpore's Normalize forms it, in NHWC or NCHW."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    batch = rng.integers(0, 256, (n, h, w, c), dtype=np.uint8)
+    mean = rng.uniform(0, 255, c).astype(np.float32)
+    std = rng.uniform(0.5, 80, c).astype(np.float32)
+    want = (batch.astype(np.float32) - mean) / std
+    out = _library.normalize_images(batch, mean.tolist(), std.tolist(), chw, threads)
+    np.testing.assert_array_equal(out, want.transpose(0, 3, 1, 2) if chw else want)
+
+
+def test_normalize_images_decline_and_refuse():
+    from mindplug._errors import MindplugError
+
+    assert _library.normalize_images(np.zeros((1, 2, 2, 3), np.float32), [0.0] * 3, [1.0] * 3, True) is None
+    assert _library.normalize_images(np.zeros((1, 2, 2, 3), np.uint8), [0.0], [1.0], True) is None  # 1 != 3
+    with pytest.raises(MindplugError, match="std must be non-zero"):
+        _library.normalize_images(np.zeros((1, 2, 2, 1), np.uint8), [0.0], [0.0], True)
+
+
+# ---------------------------------------------------------------- batch flips (data pipeline)
+@SETTINGS
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.sampled_from([0, 1]),
+       st.sampled_from(["float32", "uint8", "float64"]), st.booleans(), st.data())
+def test_flip_images_matches_numpy(n, channels, rows, cols, axis, dtype, channels_last, data):
+    """NCHW and NHWC batches of any item size, rows or columns: the images chosen mirrored, the rest kept."""
     seed = data.draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    batch = rng.standard_normal((n, planes, rows, cols)).astype(np.float32)
+    shape = (n, rows, cols, channels) if channels_last else (n, channels, rows, cols)
+    batch = (rng.standard_normal(shape) * 50 + 100).astype(dtype)
     chosen = np.flatnonzero(rng.random(n) < 0.5)
+    spatial = (1, 2) if channels_last else (2, 3)
     want = batch.copy()
-    want[chosen] = np.flip(want[chosen], axis=axis)
-    assert _library.flip_images(batch, chosen, batch.ndim + axis)
+    want[chosen] = np.flip(want[chosen], axis=spatial[axis])
+    assert _library.flip_images(batch, chosen, spatial[axis], channels_last)
     np.testing.assert_array_equal(batch, want)
 
 
 def test_flip_images_leaves_other_layouts_to_numpy_and_refuses_bad_indices():
     from mindplug._errors import MindplugError
 
-    assert not _library.flip_images(np.zeros((2, 3, 4, 4), np.uint8), np.array([0]), 3)      # dtype
     assert not _library.flip_images(np.zeros((2, 4, 4, 3), np.float32), np.array([0]), 1)    # not rows/cols
+    assert not _library.flip_images(np.zeros((2, 4, 4, 3), np.uint8), np.array([0]), 3, True)  # the channel axis
     assert not _library.flip_images(np.zeros((2, 3, 4, 8), np.float32)[..., ::2], np.array([0]), 3)  # strided
     with pytest.raises(MindplugError, match="outside the batch"):
         _library.flip_images(np.zeros((2, 3, 4, 4), np.float32), np.array([2]), 3)

@@ -278,7 +278,7 @@ def test_flips_before_per_pixel_steps_move_to_whole_batches():
     hflip = mindplug.create("hflip", kind="augmentation", prob=0.3)
     normalize = mindplug.create("normalize", kind="augmentation", mean=[0.0], std=[1.0], channels=1)
     kept, flips = defer_flips([crop, hflip, normalize])
-    assert kept == [crop, normalize] and flips == [(3, 0.3)]        # columns of an NCHW batch
-    assert defer_flips([crop, hflip])[1] == [(2, 0.3)]               # columns of an NHWC batch
+    assert kept == [crop, normalize] and flips == [(3, 0.3, False)]  # columns of an NCHW batch
+    assert defer_flips([crop, hflip])[1] == [(2, 0.3, True)]          # columns of an NHWC batch
     policy = mindplug.create("rand_augment", kind="augmentation")
     assert defer_flips([crop, hflip, policy, normalize]) == ([crop, hflip, policy, normalize], [])

@@ -1,19 +1,22 @@
-// Colour jitter of one uint8 HWC image with Pillow's ImageEnhance semantics, and the batch flips, for the
-// data pipeline.
+// Colour jitter of uint8 HWC images with Pillow's ImageEnhance semantics, for the data pipeline.
 //
-// The augmentation plugin's color_jitter calls this from MindSpore's map threads (ctypes drops the GIL),
-// with factors and order drawn from its own generator: MindSpore's C++ RandomColorAdjust would draw the
-// same numbers as the pipeline's crop, and the Pillow path holds the GIL or needs worker processes.
+// The augmentation plugin's color_jitter calls it per image from MindSpore's map threads (ctypes drops the
+// GIL) or once per batch from the pipeline's batch stage, with factors and order drawn by the caller:
+// MindSpore's C++ RandomColorAdjust would draw the same numbers as the pipeline's crop, and the Pillow
+// path holds the GIL or needs worker processes.
 // Each step is Image.blend(degenerate, image, factor): brightness blends with black, contrast with the
-// grey level of the image's mean luma, saturation with the image's luma (RGB only). One pass per step,
-// single-threaded: the pipeline's workers are the parallelism.
+// grey level of the image's mean luma, saturation with the image's luma (RGB only). One vectorized pass
+// per step (two for contrast), single-threaded per image: the pipeline's workers, or the batch call's threads, are the parallelism.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
 #include <algorithm>
 
+#include <immintrin.h>
+
 #include "common.h"
+#include "threads.h"
 
 namespace {
 
@@ -21,7 +24,7 @@ enum Step : int32_t { kBrightness = 0, kContrast = 1, kSaturation = 2 };
 constexpr int32_t kMaxSteps = 16;
 
 // Pillow's RGB -> L conversion (Convert.c, L24): ITU-R 601-2 luma in 16-bit fixed point, rounded.
-inline int luma(const uint8_t *p) { return (p[0] * 19595 + p[1] * 38470 + p[2] * 7471 + 0x8000) >> 16; }
+inline int luma(int r, int g, int b) { return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16; }
 
 // Pillow's ImagingBlend for one value, degenerate + alpha * (value - degenerate) in float, clipped to 0..255
 // and truncated: truncating first and clipping the integer gives the same byte, in a loop that vectorizes.
@@ -31,40 +34,101 @@ inline uint8_t blend(int degenerate, int value, float alpha) {
   return clip_trunc(static_cast<float>(degenerate) + alpha * static_cast<float>(value - degenerate));
 }
 
+// img[i] = table[img[i]]: four 64-byte table registers and two byte permutes per 64 values with
+// AVX512_VBMI, one load per value otherwise.
+__attribute__((target("avx512f,avx512bw,avx512vbmi")))
+void lookup_vbmi(uint8_t *img, int64_t n, const uint8_t *table) {
+  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64),
+                t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i v = _mm512_loadu_si512(img + i);
+    const __m512i low = _mm512_permutex2var_epi8(t0, v, t1), high = _mm512_permutex2var_epi8(t2, v, t3);
+    _mm512_storeu_si512(img + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), low, high));
+  }
+  for (; i < n; ++i) img[i] = table[img[i]];
+}
+
+void lookup(uint8_t *img, int64_t n, const uint8_t *table) {
+  static const bool vbmi = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+  if (vbmi) return lookup_vbmi(img, n, table);
+  for (int64_t i = 0; i < n; ++i) img[i] = table[img[i]];
+}
+
 // Brightness and contrast map every value through one blend: a 256-entry table does it exactly.
 void through_table(uint8_t *img, int64_t n, int degenerate, float f) {
   uint8_t table[256];
   for (int v = 0; v < 256; ++v) table[v] = blend(degenerate, v, f);
-  for (int64_t i = 0; i < n; ++i) img[i] = table[img[i]];
+  lookup(img, n, table);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+int64_t sum_luma(const uint8_t *img, int64_t pixels) {
+  int64_t sum = 0;
+  for (int64_t p = 0; p < pixels; ++p) sum += luma(img[3 * p], img[3 * p + 1], img[3 * p + 2]);
+  return sum;
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+int64_t sum_bytes(const uint8_t *img, int64_t n) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += img[i];
+  return sum;
 }
 
 void contrast(uint8_t *img, int64_t pixels, int64_t channels, float f) {
-  int64_t sum = 0;
-  for (int64_t p = 0; p < pixels; ++p) sum += channels == 3 ? luma(img + 3 * p) : img[p];
+  const int64_t sum = channels == 3 ? sum_luma(img, pixels) : sum_bytes(img, pixels);
   // ImageEnhance.Contrast: int(mean + 0.5) of the L image
   const int mean = static_cast<int>(static_cast<double>(sum) / static_cast<double>(pixels) + 0.5);
   through_table(img, pixels * channels, mean, f);
 }
 
-// Saturation blends each value with its pixel's luma: a 256 x 256 table (luma, value), built per image in
-// a loop that vectorizes, replaces three float blends per pixel by three lookups.
+// Saturation blends each value with its pixel's luma, the float arithmetic of blend() in a loop the
+// compiler vectorizes (a multiply, then an add: no fused multiply-add, which would round differently).
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 void saturation(uint8_t *img, int64_t pixels, float f) {
-  static thread_local uint8_t table[256][256];
-  float scaled[511];  // alpha * (value - degenerate) for every difference: the same product blend() forms
-  for (int d = -255; d <= 255; ++d) scaled[d + 255] = f * static_cast<float>(d);
-  for (int g = 0; g < 256; ++g) {
-    const float grey = static_cast<float>(g), *from_grey = scaled + 255 - g;
-    uint8_t *row = table[g];
-#pragma omp simd
-    for (int v = 0; v < 256; ++v) row[v] = clip_trunc(grey + from_grey[v]);
-  }
   for (int64_t p = 0; p < pixels; ++p) {
-    uint8_t *px = img + 3 * p;
-    const uint8_t *row = table[luma(px)];
-    px[0] = row[px[0]];
-    px[1] = row[px[1]];
-    px[2] = row[px[2]];
+    const int r = img[3 * p], g = img[3 * p + 1], b = img[3 * p + 2];
+    const int grey = luma(r, g, b);
+    const float base = static_cast<float>(grey);
+    img[3 * p] = clip_trunc(base + f * static_cast<float>(r - grey));
+    img[3 * p + 1] = clip_trunc(base + f * static_cast<float>(g - grey));
+    img[3 * p + 2] = clip_trunc(base + f * static_cast<float>(b - grey));
   }
+}
+
+void apply_steps(uint8_t *img, int64_t pixels, int64_t channels, const int32_t *steps, const float *factors,
+                 int32_t count) {
+  for (int32_t k = 0; k < count; ++k) {
+    switch (steps[k]) {
+      case kBrightness: through_table(img, pixels * channels, 0, factors[k]); break;
+      case kContrast: contrast(img, pixels, channels, factors[k]); break;
+      default: saturation(img, pixels, factors[k]); break;
+    }
+  }
+}
+
+// Checks one image's step list; 0 or the failure's return value.
+int check_steps(const char *fn, int64_t channels, const int32_t *steps, const float *factors, int32_t count) {
+  if (count > 0 && (steps == nullptr || factors == nullptr)) return mp::fail(fn, "null pointer argument");
+  if (count < 0 || count > kMaxSteps) return mp::fail(fn, "step count %d is not in 0..%d", count, kMaxSteps);
+  for (int32_t k = 0; k < count; ++k) {
+    if (steps[k] < kBrightness || steps[k] > kSaturation)
+      return mp::fail(fn, "step %d: unknown step %d (0 brightness, 1 contrast, 2 saturation)", k, steps[k]);
+    if (steps[k] == kSaturation && channels != 3) return mp::fail(fn, "step %d: saturation needs a 3-channel image", k);
+    if (!std::isfinite(factors[k]) || factors[k] < 0.f)
+      return mp::fail(fn, "step %d: factor %g must be finite and >= 0", k, static_cast<double>(factors[k]));
+  }
+  return 0;
+}
+
+int check_geometry(const char *fn, int64_t height, int64_t width, int64_t channels) {
+  if (height <= 0 || width <= 0 || height > (int64_t{1} << 20) || width > (int64_t{1} << 20))
+    return mp::fail(fn, "image size %lld x %lld is out of range", static_cast<long long>(height),
+                    static_cast<long long>(width));
+  if (channels != 1 && channels != 3)
+    return mp::fail(fn, "images must have 1 or 3 channels, got %lld", static_cast<long long>(channels));
+  return 0;
 }
 
 }  // namespace
@@ -75,68 +139,40 @@ MP_EXPORT int MindplugColorJitter(const uint8_t *src, uint8_t *dst, int64_t heig
                                   int64_t channels, const int32_t *steps, const float *factors, int32_t count) {
   static const char *fn = "MindplugColorJitter";
   return mp::guarded(fn, [&] {
-    if (src == nullptr || dst == nullptr || (count > 0 && (steps == nullptr || factors == nullptr)))
-      return mp::fail(fn, "null pointer argument");
-    if (height <= 0 || width <= 0 || height > (int64_t{1} << 20) || width > (int64_t{1} << 20))
-      return mp::fail(fn, "image size %lld x %lld is out of range", static_cast<long long>(height),
-                      static_cast<long long>(width));
-    if (channels != 1 && channels != 3)
-      return mp::fail(fn, "images must have 1 or 3 channels, got %lld", static_cast<long long>(channels));
-    if (count < 0 || count > kMaxSteps) return mp::fail(fn, "step count %d is not in 0..%d", count, kMaxSteps);
-    for (int32_t k = 0; k < count; ++k) {
-      if (steps[k] < kBrightness || steps[k] > kSaturation)
-        return mp::fail(fn, "step %d: unknown step %d (0 brightness, 1 contrast, 2 saturation)", k, steps[k]);
-      if (steps[k] == kSaturation && channels != 3)
-        return mp::fail(fn, "step %d: saturation needs a 3-channel image", k);
-      if (!std::isfinite(factors[k]) || factors[k] < 0.f)
-        return mp::fail(fn, "step %d: factor %g must be finite and >= 0", k, static_cast<double>(factors[k]));
-    }
+    if (src == nullptr || dst == nullptr) return mp::fail(fn, "null pointer argument");
+    if (int bad = check_geometry(fn, height, width, channels)) return bad;
+    if (int bad = check_steps(fn, channels, steps, factors, count)) return bad;
     const int64_t pixels = height * width;
     if (dst != src) std::memmove(dst, src, static_cast<size_t>(pixels * channels));
-    for (int32_t k = 0; k < count; ++k) {
-      switch (steps[k]) {
-        case kBrightness: through_table(dst, pixels * channels, 0, factors[k]); break;
-        case kContrast: contrast(dst, pixels, channels, factors[k]); break;
-        default: saturation(dst, pixels, factors[k]); break;
-      }
-    }
+    apply_steps(dst, pixels, channels, steps, factors, count);
     return 0;
   });
 }
 
-// Mirrors, in place, the images `chosen` (indices into the batch) of a float32 batch of n images, each
-// `planes` planes of rows x cols: axis 1 reverses each row (left-right), axis 0 the row order (top-bottom).
-// The pipeline's batch flips on a normalised NCHW batch, with the GIL released.
-MP_EXPORT int MindplugFlipImages(float *data, int64_t n, int64_t planes, int64_t rows, int64_t cols,
-                                 const int64_t *chosen, int64_t count, int32_t axis) {
-  static const char *fn = "MindplugFlipImages";
+// The jitter of every image of a batch of n uint8 HWC images, in place: image i takes counts[i] steps from
+// row i of steps and factors (n x stride each), as MindplugColorJitter takes them. The pipeline's batch
+// stage calls it once per batch, on up to `threads` threads.
+MP_EXPORT int MindplugColorJitterImages(uint8_t *data, int64_t n, int64_t height, int64_t width, int64_t channels,
+                                        const int32_t *steps, const float *factors, const int32_t *counts,
+                                        int32_t stride, int32_t threads) {
+  static const char *fn = "MindplugColorJitterImages";
   return mp::guarded(fn, [&] {
-    if (data == nullptr || (count > 0 && chosen == nullptr)) return mp::fail(fn, "null pointer argument");
-    if (n < 0 || planes <= 0 || rows <= 0 || cols <= 0 || count < 0 || count > n)
-      return mp::fail(fn, "bad batch shape %lld x %lld x %lld x %lld with %lld chosen", static_cast<long long>(n),
-                      static_cast<long long>(planes), static_cast<long long>(rows), static_cast<long long>(cols),
-                      static_cast<long long>(count));
-    if (axis != 0 && axis != 1) return mp::fail(fn, "axis must be 0 (rows) or 1 (columns), got %d", axis);
-    const int64_t plane = rows * cols, image = planes * plane;
-    for (int64_t k = 0; k < count; ++k)
-      if (chosen[k] < 0 || chosen[k] >= n)
-        return mp::fail(fn, "chosen image %lld is outside the batch of %lld", static_cast<long long>(chosen[k]),
-                        static_cast<long long>(n));
-    for (int64_t k = 0; k < count; ++k) {
-      float *img = data + chosen[k] * image;
-      for (int64_t p = 0; p < planes; ++p) {
-        float *pl = img + p * plane;
-        if (axis == 1) {
-          for (int64_t r = 0; r < rows; ++r) {
-            float *row = pl + r * cols;
-            for (int64_t a = 0, b = cols - 1; a < b; ++a, --b) std::swap(row[a], row[b]);
-          }
-        } else {
-          for (int64_t a = 0, b = rows - 1; a < b; ++a, --b)
-            std::swap_ranges(pl + a * cols, pl + (a + 1) * cols, pl + b * cols);
-        }
-      }
+    if (data == nullptr || (n > 0 && counts == nullptr)) return mp::fail(fn, "null pointer argument");
+    if (n < 0 || n > (int64_t{1} << 24)) return mp::fail(fn, "batch of %lld images is out of range",
+                                                       static_cast<long long>(n));
+    if (stride < 0 || stride > kMaxSteps) return mp::fail(fn, "step stride %d is not in 0..%d", stride, kMaxSteps);
+    if (int bad = check_geometry(fn, height, width, channels)) return bad;
+    for (int64_t i = 0; i < n; ++i) {
+      if (counts[i] > stride)
+        return mp::fail(fn, "image %lld: %d steps, more than the stride %d", static_cast<long long>(i), counts[i],
+                        stride);
+      if (int bad = check_steps(fn, channels, steps + i * stride, factors + i * stride, counts[i])) return bad;
     }
+    const int64_t pixels = height * width;
+    mp::parallel_for(n, threads, [&](int64_t i) {
+      apply_steps(data + i * pixels * channels, pixels, channels, steps + i * stride, factors + i * stride,
+                  counts[i]);
+    });
     return 0;
   });
 }

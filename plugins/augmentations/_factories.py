@@ -193,6 +193,35 @@ class ColorJitter:
 
         return self.hue == (0.0, 0.0) and _library.jitter_available()
 
+    @property
+    def on_batch(self) -> Any:
+        """The batch form (``jitter_batch``) where mindplug's C++ library serves it (no hue step), else None:
+        the pipeline then keeps the per-image step."""
+        from mindplug.ops import _library
+
+        return self.jitter_batch if self.hue == (0.0, 0.0) and _library.jitter_images_available() else None
+
+    def jitter_batch(self, images: np.ndarray, rng: np.random.Generator, threads: int = 1) -> np.ndarray:
+        """Each uint8 HWC image of a stacked batch jittered in place, in one C++ call on up to ``threads``
+        threads: per image a random order of the active steps and a uniform factor for each, drawn from
+        ``rng`` (the hue step is the identity here, so leaving it out of the order changes nothing)."""
+        from mindplug.ops import _library
+
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3):
+            return np.stack([self(image) for image in images])
+        spans = [self.brightness, self.contrast] + ([self.saturation] if images.shape[3] == 3 else [])
+        active = [code for code, span in enumerate(spans) if span != (1.0, 1.0)]
+        if not active or not images.shape[0]:
+            return images
+        count = images.shape[0]
+        order = rng.permuted(np.tile(np.array(active, np.int32), (count, 1)), axis=1)
+        low = np.array([span[0] for span in spans], np.float64)[order]
+        high = np.array([span[1] for span in spans], np.float64)[order]
+        factors = rng.uniform(low, high)
+        images = np.ascontiguousarray(images)
+        _library.color_jitter_images(images, order, factors, np.full(count, len(active), np.int32), threads)
+        return images
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         array = np.asarray(image)
         if array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] in (1, 3) and self.releases_gil:
