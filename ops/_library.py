@@ -120,7 +120,7 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def bf16_available() -> bool:
-    """True when the CPU has AVX512_BF16 and the process's oneDNN has its bf16 GEMM (detected at run time)."""
+    """True when the CPU has AVX512_BF16 (detected at run time) and the kernels use their oneDNN sgemm."""
     return bool(load().MindplugBf16Available())
 
 

@@ -143,8 +143,8 @@ def _precision(level: str, key: str, device: str, kernels: str, found: List[str]
                      f"(kernels: native): computing in float32")
         return "float32"
     if not _library.bf16_available():
-        found.append(f"{key} {level}: this CPU has no AVX512_BF16 (or MindSpore's oneDNN lacks its bf16 "
-                     f"GEMM): computing in float32")
+        found.append(f"{key} {level}: this CPU has no AVX512_BF16 (or the kernels run their portable GEMM): "
+                     f"computing in float32")
         return "float32"
     return "bfloat16"
 

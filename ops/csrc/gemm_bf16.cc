@@ -1,16 +1,15 @@
-// bfloat16 compute for the kernels' GEMMs: operands rounded to bf16 (round to nearest even), products
-// accumulated in fp32 by oneDNN's dnnl_gemm_bf16bf16f32, which uses AVX512_BF16's vdpbf16ps. Chosen per
-// process by MindplugSetPrecision; only taken when the CPU has AVX512_BF16 and the oneDNN in the process
-// exports the bf16 GEMM, so a recipe asking for bf16 elsewhere runs fp32 (and the engine says so).
+// bfloat16 compute for the kernels' GEMMs: operands rounded to bf16 (round to nearest even) as they are
+// packed, products accumulated in fp32 by AVX512_BF16's vdpbf16ps in a micro-kernel of our own. Chosen per
+// process by MindplugSetPrecision; only taken when the CPU has AVX512_BF16 (detected at run time), so a
+// recipe asking for bf16 elsewhere runs fp32 (and the engine says so). The packing buffers are leased from
+// a shared free list and nothing is allocated per call: the GEMM needs no more memory than fp32's.
 #include <cpuid.h>
-#include <dlfcn.h>
 #include <immintrin.h>
 
 #include <atomic>
 #include <cstring>
 #include <memory>
 #include <mutex>
-#include <stdexcept>
 #include <vector>
 
 #include "common.h"
@@ -19,13 +18,7 @@
 namespace mp {
 namespace {
 
-using DnnlGemmBf16 = int (*)(char, char, int64_t, int64_t, int64_t, float, const uint16_t *, int64_t,
-                             const uint16_t *, int64_t, float, float *, int64_t);
-
 std::atomic<int> g_precision{0};  // 0 fp32, 1 bf16; written from Python while kernels may run
-std::atomic<DnnlGemmBf16> g_gemm{nullptr};
-std::atomic<bool> g_probed{false};
-std::mutex g_probe_mu;
 
 bool cpu_has_avx512_bf16() {
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -33,110 +26,285 @@ bool cpu_has_avx512_bf16() {
   return (a >> 5) & 1u;  // CPUID.(EAX=7,ECX=1):EAX[5] = AVX512_BF16
 }
 
-DnnlGemmBf16 bf16_gemm() {
-  if (!g_probed.load(std::memory_order_acquire)) {
-    std::lock_guard<std::mutex> lock(g_probe_mu);
-    if (!g_probed.load(std::memory_order_relaxed)) {
-      // the oneDNN MindSpore (or MindplugLoadDnnl) already loaded: never a second copy
-      void *h = dlopen("libdnnl.so.3", RTLD_NOW | RTLD_NOLOAD);
-      if (h && cpu_has_avx512_bf16() && gemm_allows_avx512())
-        g_gemm.store(reinterpret_cast<DnnlGemmBf16>(dlsym(h, "dnnl_gemm_bf16bf16f32")));
-      g_probed.store(true, std::memory_order_release);
+// A and B are packed once into the layout vdpbf16ps reads, and C is accumulated in registers.
+// vdpbf16ps multiplies the two bf16 halves of each 32-bit lane of its sources and adds both products to
+// that lane's fp32 accumulator: A's pairs (row i; k, k+1) are broadcast, B's pairs (k, k+1; column j) sit
+// 16 columns to a register. A micro-tile is kMR rows x 16 * NV columns (kMR x NV accumulators), NV 3 or
+// 2, whichever pads N less. Every value
+// is rounded by vcvtne2ps2bf16 (to nearest even; denormal inputs read as zero).
+constexpr int64_t kMR = 8, kKC = 768, kNC = 384;
+
+// The first min(n, 32) floats of src (the rest of 32 read as zero) as bf16 in order: 32-bit lane p holds
+// (src[2p], src[2p+1]).
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+inline __m512i pairs_of(const float *src, int64_t n) {
+  const __mmask16 lo = n >= 16 ? 0xffff : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
+  const int64_t rest = n - 16;
+  const __mmask16 hi = rest >= 16 ? 0xffff : static_cast<__mmask16>((1u << (rest > 0 ? rest : 0)) - 1u);
+  return reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src)));
+}
+
+// r[0..15] transposed as a 16 x 16 matrix of 32-bit elements (unpacks, then 128-bit lane shuffles).
+__attribute__((target("avx512f"))) inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // r[4q + s] now holds, per 128-bit lane L, row (4L..4L+3)'s elements 4q'.. of column block; regroup lanes
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+// The pairs of `count` runs contiguous along k (run c at src + c * ld, k in [0, kb)): pair p of run c goes
+// to dst[p * stride + c]; runs count..stride-1 get zero pairs. Sixteen pairs of sixteen runs at a time:
+// transposed in registers when stride is a multiple of 16, else scattered (the lines written stay in L1).
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void pairs_along(const float *src, int64_t ld, int64_t count, int64_t kb, uint32_t *dst, int64_t stride) {
+  const int64_t pairs = (kb + 1) / 2;
+  if (stride % 16 == 0) {
+    for (int64_t c0 = 0; c0 < stride; c0 += 16) {  // sixteen runs read front to back: sixteen streams
+      for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+        const int64_t left = pairs - p0 < 16 ? pairs - p0 : 16;
+        __m512i r[16];
+        for (int64_t c = 0; c < 16; ++c)
+          r[c] = c0 + c < count ? pairs_of(src + (c0 + c) * ld + 2 * p0, kb - 2 * p0) : _mm512_setzero_si512();
+        transpose16(r);
+        for (int64_t p = 0; p < left; ++p) _mm512_storeu_si512(dst + (p0 + p) * stride + c0, r[p]);
+      }
+    }
+    return;
+  }
+  const __m512i index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(static_cast<int>(stride)));
+  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+    const int64_t left = pairs - p0;
+    const __mmask16 m = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
+    uint32_t *block = dst + p0 * stride;
+    for (int64_t c = 0; c < stride; ++c) {
+      const __m512i v = c < count ? pairs_of(src + c * ld + 2 * p0, kb - 2 * p0) : _mm512_setzero_si512();
+      _mm512_mask_i32scatter_epi32(block + c, m, index, v, 4);
     }
   }
-  return g_gemm.load(std::memory_order_acquire);
 }
 
-inline uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // quiet NaN
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+// dst[0:total] = pairs (lo[j], hi[j]) for j < width (hi null: zero), zero for width <= j < total (<= 32).
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void pairs_across(const float *lo, const float *hi, int64_t width, int64_t total, uint32_t *dst) {
+  alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i order = _mm512_load_si512(kInterleave);
+  for (int64_t j0 = 0; j0 < total; j0 += 16) {
+    const int64_t left = width - j0, room = total - j0 < 16 ? total - j0 : 16;
+    const __mmask16 m = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << (left > 0 ? left : 0)) - 1u);
+    const __m512 l = _mm512_maskz_loadu_ps(m, lo + j0);
+    const __m512 u = hi ? _mm512_maskz_loadu_ps(m, hi + j0) : _mm512_setzero_ps();
+    const __m512i words = _mm512_permutexvar_epi16(order, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(u, l)));
+    _mm512_mask_storeu_epi32(dst + j0, static_cast<__mmask16>((1u << room) - 1u), words);
+  }
 }
 
-// rows x cols of a row-major matrix with leading dimension ld, packed densely as bf16. Only called where
-// the CPU has AVX512_BF16 (bf16_available): vcvtne2ps2bf16 rounds 32 values per instruction to nearest
-// even, as to_bf16 does (it reads denormal inputs as zero); the ragged end of a row goes through to_bf16.
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void pack(const float *src, int64_t rows, int64_t cols,
-                                                                 int64_t ld, uint16_t *dst) {
+// A(0:M, k0:k0+kb) as strips of kMR rows (rows past M and the k past kb are zero). A strip holds the pair
+// (row r, pair p) pair-major, [p][r], for a transposed A (whose storage runs along the rows), and otherwise
+// row-major, [r][p], each row's pairs in order (no transposition); micro_tile<ta> reads either.
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void pack_a(bool ta, const float *A, int64_t lda, int64_t M, int64_t k0, int64_t kb, uint32_t *dst) {
+  const int64_t pairs = (kb + 1) / 2;
+  for (int64_t i0 = 0; i0 < M; i0 += kMR) {
+    uint32_t *strip = dst + (i0 / kMR) * pairs * kMR;
+    const int64_t rows = M - i0 < kMR ? M - i0 : kMR;
+    if (ta) {  // A(i, k) = A[k * lda + i]: rows of A's storage run along i
+      for (int64_t p = 0; p < pairs; ++p) {
+        const float *lo = A + (k0 + 2 * p) * lda + i0;
+        pairs_across(lo, 2 * p + 1 < kb ? lo + lda : nullptr, rows, kMR, strip + p * kMR);
+      }
+      continue;
+    }
+    for (int64_t r = 0; r < kMR; ++r) {  // A(i, k) = A[i * lda + k]: each row's pairs in order, [r][p]
+      uint32_t *run = strip + r * pairs;
+      for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+        const int64_t left = pairs - p0;
+        const __mmask16 m = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
+        const __m512i v = r < rows ? pairs_of(A + (i0 + r) * lda + k0 + 2 * p0, kb - 2 * p0) : _mm512_setzero_si512();
+        _mm512_mask_storeu_epi32(run + p0, m, v);
+      }
+    }
+  }
+}
+
+// B(k0:k0+kb, n0:n0+nb) as strips of nr columns: strip s holds, for each k pair p, the nr pairs of its
+// columns (columns past nb and the k past kb are zero).
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t kb, int64_t n0, int64_t nb, int64_t nr,
+            uint32_t *dst) {
+  const int64_t pairs = (kb + 1) / 2;
+  if (!tb) {  // B(k, j) = B[k * ldb + j]: rows of B's storage run along j, read whole row pairs in turn
+    for (int64_t p = 0; p < pairs; ++p) {
+      const float *lo = B + (k0 + 2 * p) * ldb + n0;
+      const float *hi = 2 * p + 1 < kb ? lo + ldb : nullptr;
+      for (int64_t j0 = 0; j0 < nb; j0 += nr) {
+        const int64_t width = nb - j0 < nr ? nb - j0 : nr;
+        pairs_across(lo + j0, hi ? hi + j0 : nullptr, width, nr, dst + (j0 / nr) * pairs * nr + p * nr);
+      }
+    }
+    return;
+  }
+  for (int64_t j0 = 0; j0 < nb; j0 += nr) {  // B(k, j) = B[j * ldb + k]: columns run along k
+    const int64_t width = nb - j0 < nr ? nb - j0 : nr;
+    pairs_along(B + (n0 + j0) * ldb + k0, ldb, width, kb, dst + (j0 / nr) * pairs * nr, nr);
+  }
+}
+
+// C(kMR x 16 NV tile; rows < rows, columns < cols) = alpha * a_strip . b_strip + (first ? beta * C : C).
+template <bool kPairMajor, int NV>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void micro_tile(const uint32_t *a, const uint32_t *b,
+                                                                       int64_t pairs, float alpha, float beta,
+                                                                       bool first, float *C, int64_t ldc,
+                                                                       int64_t rows, int64_t cols) {
+  constexpr int64_t kNR = 16 * NV;
+  const int64_t a_row = kPairMajor ? 1 : pairs, a_pair = kPairMajor ? kMR : 1;
+  __m512 acc[kMR][NV];
+  for (int64_t r = 0; r < kMR; ++r)
+    for (int h = 0; h < NV; ++h) acc[r][h] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m512bh bv[NV];
+    for (int h = 0; h < NV; ++h) bv[h] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(b + p * kNR + 16 * h));
+    const uint32_t *ap = a + p * a_pair;
+#pragma GCC unroll 8
+    for (int64_t r = 0; r < kMR; ++r) {
+      const __m512bh av = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(ap[r * a_row])));
+      for (int h = 0; h < NV; ++h) acc[r][h] = _mm512_dpbf16_ps(acc[r][h], av, bv[h]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const bool plain = first && beta == 0.f && alpha == 1.f;  // the common case: C = A.B, C not read
   for (int64_t r = 0; r < rows; ++r) {
-    const float *s = src + r * ld;
-    uint16_t *o = dst + r * cols;
-    int64_t c = 0;
-    for (; c + 32 <= cols; c += 32) {
-      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + c + 16), _mm512_loadu_ps(s + c));
-      _mm512_storeu_si512(o + c, reinterpret_cast<__m512i>(v));
+    for (int h = 0; h < NV; ++h) {
+      const int64_t left = cols - 16 * h;
+      if (left <= 0) break;
+      const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+      float *c = C + r * ldc + 16 * h;
+      if (plain) {
+        _mm512_mask_storeu_ps(c, m, acc[r][h]);
+        continue;
+      }
+      __m512 v = _mm512_mul_ps(va, acc[r][h]);
+      if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c));
+      else if (beta != 0.f) v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, c)));
+      _mm512_mask_storeu_ps(c, m, v);
     }
-    for (; c < cols; ++c) o[c] = to_bf16(s[c]);
   }
 }
 
-// The bf16 panels of one running GEMM. MindSpore runs kernels on many threads of its own: panels kept per
-// thread would multiply with them, so a GEMM leases a pair from a shared free list (as many pairs exist as
-// GEMMs ever ran at once) and returns it when done.
-struct Panels {
-  std::vector<uint16_t> a, b;
-};
-std::mutex g_panels_mu;
-std::vector<std::unique_ptr<Panels>> g_free_panels;
-
-struct PanelLease {
-  std::unique_ptr<Panels> panels;
-  PanelLease() {
-    std::lock_guard<std::mutex> lock(g_panels_mu);
-    if (g_free_panels.empty()) {
-      panels = std::make_unique<Panels>();
-    } else {
-      panels = std::move(g_free_panels.back());
-      g_free_panels.pop_back();
+template <int NV>
+void run_tiles(bool ta, const uint32_t *ap, const uint32_t *bp, int64_t pairs, int64_t M, int64_t nb, float alpha,
+               float beta, bool first, float *C, int64_t ldc) {
+  constexpr int64_t kNR = 16 * NV;
+  const int64_t strips_m = (M + kMR - 1) / kMR, strips_n = (nb + kNR - 1) / kNR;
+  for (int64_t sm = 0; sm < strips_m; ++sm) {
+    const int64_t rows = M - sm * kMR < kMR ? M - sm * kMR : kMR;
+    for (int64_t sn = 0; sn < strips_n; ++sn) {
+      const int64_t cols = nb - sn * kNR < kNR ? nb - sn * kNR : kNR;
+      const uint32_t *a = ap + sm * kMR * pairs, *b = bp + sn * kNR * pairs;
+      float *c = C + sm * kMR * ldc + sn * kNR;
+      if (ta) micro_tile<true, NV>(a, b, pairs, alpha, beta, first, c, ldc, rows, cols);
+      else micro_tile<false, NV>(a, b, pairs, alpha, beta, first, c, ldc, rows, cols);
     }
   }
-  ~PanelLease() {
-    std::lock_guard<std::mutex> lock(g_panels_mu);
-    g_free_panels.push_back(std::move(panels));
-  }
-  PanelLease(const PanelLease &) = delete;
-  PanelLease &operator=(const PanelLease &) = delete;
+}
+
+struct Packed {
+  std::vector<uint32_t> a, b;
 };
+std::mutex g_packed_mu;
+std::vector<std::unique_ptr<Packed>> g_free_packed;
+
+// A pair of packing buffers leased from a shared free list for one GEMM (MindSpore runs kernels on many
+// threads of its own: buffers kept per thread would multiply with them).
+struct PackedLease {
+  std::unique_ptr<Packed> packed;
+  PackedLease() {
+    std::lock_guard<std::mutex> lock(g_packed_mu);
+    if (g_free_packed.empty()) {
+      packed = std::make_unique<Packed>();
+    } else {
+      packed = std::move(g_free_packed.back());
+      g_free_packed.pop_back();
+    }
+  }
+  ~PackedLease() {
+    std::lock_guard<std::mutex> lock(g_packed_mu);
+    g_free_packed.push_back(std::move(packed));
+  }
+  PackedLease(const PackedLease &) = delete;
+  PackedLease &operator=(const PackedLease &) = delete;
+};
+
+// Block sizes near `target` that split `extent` evenly (no thin last block: a K block of a few pairs would
+// re-read and re-write all of C for little work), a multiple of `unit`.
+int64_t even_block(int64_t extent, int64_t target, int64_t unit) {
+  const int64_t blocks = (extent + target - 1) / target;
+  const int64_t size = (extent + blocks - 1) / blocks;
+  return (size + unit - 1) / unit * unit;
+}
+
+bool own_bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  const PackedLease lease;
+  std::vector<uint32_t> &ap = lease.packed->a, &bp = lease.packed->b;
+  const int64_t strips_m = (M + kMR - 1) / kMR;
+  // three registers of columns per tile (fewer broadcasts per product) unless two pad N less (N = 256:
+  // 256 columns, not 288)
+  const int64_t nv = (N + 47) / 48 * 48 - N > (N + 31) / 32 * 32 - N ? 2 : 3, nr = 16 * nv;
+  const int64_t kc = even_block(K, kKC, 2), nc = even_block(N, kNC, nr);
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kb = K - k0 < kc ? K - k0 : kc, pairs = (kb + 1) / 2;
+    if (ap.size() < static_cast<size_t>(strips_m * kMR * pairs)) ap.resize(static_cast<size_t>(strips_m * kMR * pairs));
+    pack_a(ta, A, lda, M, k0, kb, ap.data());
+    const bool first = k0 == 0;
+    for (int64_t n0 = 0; n0 < N; n0 += nc) {
+      const int64_t nb = N - n0 < nc ? N - n0 : nc, strips_n = (nb + nr - 1) / nr;
+      if (bp.size() < static_cast<size_t>(strips_n * nr * pairs)) bp.resize(static_cast<size_t>(strips_n * nr * pairs));
+      pack_b(tb, B, ldb, k0, kb, n0, nb, nr, bp.data());
+      if (nv == 3) run_tiles<3>(ta, ap.data(), bp.data(), pairs, M, nb, alpha, beta, first, C + n0, ldc);
+      else run_tiles<2>(ta, ap.data(), bp.data(), pairs, M, nb, alpha, beta, first, C + n0, ldc);
+    }
+  }
+  return true;
+}
 
 }  // namespace
 
 int precision() { return g_precision.load(std::memory_order_relaxed); }
 
 // Only beside oneDNN's sgemm: a forced portable GEMM (MINDPLUG_GEMM=own, the ISA tests) means fp32.
-bool bf16_available() { return std::strcmp(gemm_backend(), "onednn") == 0 && bf16_gemm() != nullptr; }
+bool bf16_available() {
+  static const bool cpu = cpu_has_avx512_bf16() && gemm_allows_avx512();
+  return cpu && std::strcmp(gemm_backend(), "onednn") == 0;
+}
 
-// Operands are packed to bf16 panel by panel (K in steps of kPanelK, N in steps of kPanelN): the buffers
-// stay small and in cache whatever the layer, and every value is still converted once (A per K panel, B
-// per panel). Later K panels accumulate into C with beta 1.
+// K in blocks of about kKC (evenly split), N in blocks of about kNC: the packed B block stays in L2, a strip
+// of packed A in L1. Later K blocks accumulate into C.
 bool sgemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (!bf16_available()) return false;
-  constexpr int64_t kPanelK = 1536, kPanelN = 384;
-  DnnlGemmBf16 f = bf16_gemm();
-  const PanelLease lease;
-  std::vector<uint16_t> &a16 = lease.panels->a, &b16 = lease.panels->b;
-  const int64_t pk = K < kPanelK ? K : kPanelK, pn = N < kPanelN ? N : kPanelN;
-  a16.resize(static_cast<size_t>(M * pk));
-  b16.resize(static_cast<size_t>(pk * pn));
-  for (int64_t k0 = 0; k0 < K; k0 += pk) {
-    const int64_t kb = K - k0 < pk ? K - k0 : pk;
-    // A(:, k0:k0+kb) as a dense M x kb ('N') or kb x M ('T') matrix
-    if (ta) pack(A + k0 * lda, kb, M, lda, a16.data());
-    else pack(A + k0, M, kb, lda, a16.data());
-    const float b = k0 == 0 ? beta : 1.f;
-    for (int64_t n0 = 0; n0 < N; n0 += pn) {
-      const int64_t nb = N - n0 < pn ? N - n0 : pn;
-      // B(k0:k0+kb, n0:n0+nb) as a dense kb x nb ('N') or nb x kb ('T') matrix
-      if (tb) pack(B + n0 * ldb + k0, nb, kb, ldb, b16.data());
-      else pack(B + k0 * ldb + n0, kb, nb, ldb, b16.data());
-      // C may hold earlier panels already: a failure cannot fall back, it becomes the kernel's error
-      if (f(ta ? 'T' : 'N', tb ? 'T' : 'N', M, nb, kb, alpha, a16.data(), ta ? M : kb, b16.data(), tb ? kb : nb, b,
-            C + n0, ldc) != 0)
-        throw std::runtime_error("oneDNN's bf16 GEMM refused its arguments");
-    }
-  }
-  return true;
+  return own_bf16_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 }  // namespace mp
@@ -151,7 +319,7 @@ MP_EXPORT int MindplugSetPrecision(int bf16) {
   });
 }
 MP_EXPORT int MindplugGetPrecision() { return mp::precision(); }
-// 1 when the CPU has AVX512_BF16 and the process's oneDNN exports dnnl_gemm_bf16bf16f32.
+// 1 when the CPU has AVX512_BF16 (and the kernels use their oneDNN sgemm, not the forced portable one).
 MP_EXPORT int MindplugBf16Available() {
   try {
     return mp::bf16_available() ? 1 : 0;
