@@ -73,38 +73,24 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512i r[16]) {
 }
 
 // The pairs of `count` runs contiguous along k (run c at src + c * ld, k in [0, kb)): pair p of run c goes
-// to dst[p * stride + c]; runs count..stride-1 get zero pairs. Sixteen pairs of sixteen runs at a time:
-// transposed in registers when stride is a multiple of 16, else scattered (the lines written stay in L1).
+// to dst[p * stride + c] (stride a multiple of 16); runs count..stride-1 get zero pairs. Sixteen pairs of
+// sixteen runs at a time, transposed in registers; sixteen runs read front to back (sixteen streams).
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 void pairs_along(const float *src, int64_t ld, int64_t count, int64_t kb, uint32_t *dst, int64_t stride) {
   const int64_t pairs = (kb + 1) / 2;
-  if (stride % 16 == 0) {
-    for (int64_t c0 = 0; c0 < stride; c0 += 16) {  // sixteen runs read front to back: sixteen streams
-      for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
-        const int64_t left = pairs - p0 < 16 ? pairs - p0 : 16;
-        __m512i r[16];
-        for (int64_t c = 0; c < 16; ++c)
-          r[c] = c0 + c < count ? pairs_of(src + (c0 + c) * ld + 2 * p0, kb - 2 * p0) : _mm512_setzero_si512();
-        transpose16(r);
-        for (int64_t p = 0; p < left; ++p) _mm512_storeu_si512(dst + (p0 + p) * stride + c0, r[p]);
-      }
-    }
-    return;
-  }
-  const __m512i index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(static_cast<int>(stride)));
-  for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
-    const int64_t left = pairs - p0;
-    const __mmask16 m = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1u);
-    uint32_t *block = dst + p0 * stride;
-    for (int64_t c = 0; c < stride; ++c) {
-      const __m512i v = c < count ? pairs_of(src + c * ld + 2 * p0, kb - 2 * p0) : _mm512_setzero_si512();
-      _mm512_mask_i32scatter_epi32(block + c, m, index, v, 4);
+  for (int64_t c0 = 0; c0 < stride; c0 += 16) {
+    for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+      const int64_t left = pairs - p0 < 16 ? pairs - p0 : 16;
+      __m512i r[16];
+      for (int64_t c = 0; c < 16; ++c)
+        r[c] = c0 + c < count ? pairs_of(src + (c0 + c) * ld + 2 * p0, kb - 2 * p0) : _mm512_setzero_si512();
+      transpose16(r);
+      for (int64_t p = 0; p < left; ++p) _mm512_storeu_si512(dst + (p0 + p) * stride + c0, r[p]);
     }
   }
 }
 
-// dst[0:total] = pairs (lo[j], hi[j]) for j < width (hi null: zero), zero for width <= j < total (<= 32).
+// dst[0:total] = pairs (lo[j], hi[j]) for j < width (hi null: zero), zero for width <= j < total.
 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 void pairs_across(const float *lo, const float *hi, int64_t width, int64_t total, uint32_t *dst) {
   alignas(64) static const uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
@@ -167,7 +153,7 @@ void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t kb, int64_
   }
   for (int64_t j0 = 0; j0 < nb; j0 += nr) {  // B(k, j) = B[j * ldb + k]: columns run along k
     const int64_t width = nb - j0 < nr ? nb - j0 : nr;
-    pairs_along(B + (n0 + j0) * ldb + k0, ldb, width, kb, dst + (j0 / nr) * pairs * nr, nr);
+    pairs_along(B + (n0 + j0) * ldb + k0, ldb, width, kb, dst + (j0 / nr) * pairs * nr, nr);  // nr: 32 or 48
   }
 }
 
