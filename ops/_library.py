@@ -225,9 +225,13 @@ def color_jitter(image: np.ndarray, steps: list[int], factors: list[float]) -> n
     return out.reshape(np.shape(image)) if np.ndim(image) == 2 else out
 
 
+def _jitter_images_fn() -> ctypes._CFuncPtr | None:
+    return _optional_entry("MindplugColorJitterImages", _JITTER_IMAGES_ARGS)
+
+
 def jitter_images_available() -> bool:
     """True when the built library has the whole-batch colour-jitter entry point."""
-    return _optional_entry("MindplugColorJitterImages", _JITTER_IMAGES_ARGS) is not None
+    return _jitter_images_fn() is not None
 
 
 def color_jitter_images(batch: np.ndarray, steps: np.ndarray, factors: np.ndarray, counts: np.ndarray,
@@ -239,7 +243,7 @@ def color_jitter_images(batch: np.ndarray, steps: np.ndarray, factors: np.ndarra
 
     from mindplug._errors import MindplugError
 
-    fn = _optional_entry("MindplugColorJitterImages", _JITTER_IMAGES_ARGS)
+    fn = _jitter_images_fn()
     if fn is None:
         raise MindplugError("the kernel library has no MindplugColorJitterImages; rebuild with `pip install -e .`")
     if batch.dtype != np.uint8 or batch.ndim != 4 or not batch.flags.c_contiguous or not batch.flags.writeable:

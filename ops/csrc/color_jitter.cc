@@ -6,14 +6,14 @@
 // path holds the GIL or needs worker processes.
 // Each step is Image.blend(degenerate, image, factor): brightness blends with black, contrast with the
 // grey level of the image's mean luma, saturation with the image's luma (RGB only). One vectorized pass
-// per step (two for contrast), single-threaded per image: the pipeline's workers, or the batch call's threads, are the parallelism.
+// per step (two for contrast), single-threaded per image: the pipeline's workers, or the batch call's
+// threads, are the parallelism.
+#include <immintrin.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <utility>
-#include <algorithm>
-
-#include <immintrin.h>
 
 #include "common.h"
 #include "threads.h"

@@ -57,7 +57,8 @@ __attribute__((target("avx512f"))) inline void transpose16(__m512i r[16]) {
     r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
     r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
   }
-  // r[4q + s] now holds, per 128-bit lane L, row (4L..4L+3)'s elements 4q'.. of column block; regroup lanes
+  // each 128-bit lane now holds one 4 x 4 sub-block, transposed; two rounds of lane shuffles put the
+  // sixteen sub-blocks in their transposed places
   for (int i = 0; i < 4; ++i) {
     t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
     t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
