@@ -334,11 +334,12 @@ def test_maxpool_googlenet_windows(k, s, size, pads):
     assert_close(y, ref)
 
 
-@pytest.mark.parametrize("k,s,size", [(3, 1, 16), (3, 1, 17), (3, 2, 16), (3, 2, 17), (3, 2, 32), (3, 2, 33),
-                                      (2, 2, 1), (3, 1, 2)])
-def test_maxpool_window_table_and_separable_paths_agree_with_reference(k, s, size):
-    """Planes up to 16x16 (forward) / 32x32 (backward) use per-output window tables, larger ones the
-    separable passes: both sides of each switch, with ties (the first maximum gets the gradient)."""
+@pytest.mark.parametrize("k,s,size", [(3, 1, 32), (3, 1, 33), (3, 2, 16), (3, 2, 17), (3, 2, 32), (3, 2, 33),
+                                      (2, 2, 1), (3, 1, 2), (2, 2, 14), (3, 2, 28)])
+def test_maxpool_framed_table_and_separable_paths_agree_with_reference(k, s, size):
+    """Stride 1 and every backward up to 32x32 take the framed passes, the strided forward up to 16x16 the
+    window lists, larger planes the per-plane passes: both sides of each switch, with ties (the first
+    maximum gets the gradient)."""
     rng = np.random.default_rng(size)
     x = ints(rng, (2, 3, size, size))
     pads = [0, 0, 0, 0]
@@ -352,6 +353,25 @@ def test_maxpool_window_table_and_separable_paths_agree_with_reference(k, s, siz
     dy = ints(rng, y.shape)
     (dx,) = call("MaxPoolBackward", [dy, x, y, cfg], [x.shape])
     assert_close(dx, pool_grad_ref(dy.astype(np.float64), x, (k, k), (s, s), tuple(pads)))
+
+
+@pytest.mark.parametrize("s,size", [(1, 7), (2, 7), (1, 33), (2, 33)])
+def test_maxpool_minus_infinity_inputs_keep_their_gradient(s, size):
+    """A window whose pixels are all -inf still has a maximum, its first pixel: the framing around the
+    plane never takes it, so no gradient is lost to the padding."""
+    rng = np.random.default_rng(size + s)
+    x = ints(rng, (2, 3, size, size))
+    x[rng.random(x.shape) < 0.7] = -np.inf
+    lo, hi = same_pads(size, 3, s)
+    pads = (lo, lo, hi, hi)
+    finite = np.where(np.isinf(x), -1e30, x)  # the same order among the pixels, above the padding
+    cfg = np.array([3, 3, s, s, *pads, 0], np.int64)
+    ref = pool_ref(finite, (3, 3), (s, s), pads)
+    (y,) = call("MaxPoolForward", [x, cfg], [ref.shape])
+    assert np.array_equal(np.isinf(y), ref < -1e29)
+    dy = ints(rng, y.shape)
+    (dx,) = call("MaxPoolBackward", [dy, x, y, cfg], [x.shape])
+    assert_close(dx, pool_grad_ref(dy.astype(np.float64), finite, (3, 3), (s, s), pads))
 
 
 # ---------------------------------------------------------------- inception

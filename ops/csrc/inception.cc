@@ -65,11 +65,6 @@ const float *chunk_input(const Block &b, const float *x, int64_t n0, int64_t nb)
   return buf;
 }
 
-void pool_chunk(const Block &b, const mp::PoolWindows *t, const float *xc, int64_t nb, float *p) {
-  if (t) return mp::maxpool_planes_small(xc, b.C * nb, b.gp, *t, p);
-  for (int64_t i = 0; i < b.C * nb; ++i) mp::maxpool_plane(xc + i * b.HW, b.gp, p + i * b.HW);
-}
-
 }  // namespace
 
 // inputs x[N,C,H,W], w1, w2a, w2b, w3a, w3b, w4 (OIHW); output y[N, c1+c3+c5+c4, H, W].
@@ -85,7 +80,6 @@ MP_AOT_ENTRY(InceptionForward) {
   const std::vector<float> wcat = concat_1x1(b, &a[1]);
   const float *w2b = a[3].f, *w3b = a[5].f, *w4 = a[6].f;
   const int64_t K2 = b.c3r * b.k2 * b.k2, K3 = b.c5r * b.k3 * b.k3, HW = b.HW;
-  const std::unique_ptr<mp::PoolWindows> windows(mp::small_plane(b.gp) ? new mp::PoolWindows(b.gp) : nullptr);
   mp::for_chunks(b.N, HW, [&](int64_t, int64_t n0, int64_t nb) {
     const int64_t cols = nb * HW;
     float *yn = y.f + n0 * b.Ct * HW;
@@ -105,7 +99,7 @@ MP_AOT_ENTRY(InceptionForward) {
     mp::sgemm(false, false, b.c5, cols, K3, 1.f, w3b, K3, col, cols, 0.f, out, cols);
     mp::scatter(out, b.c5, nb, HW, true, yn + (b.c1 + b.c3) * HW, ycs, ybs);
     float *p = mp::scratch(4, b.C * cols);
-    pool_chunk(b, windows.get(), xc, nb, p);
+    mp::maxpool_planes(xc, b.C * nb, b.gp, p);
     mp::sgemm(false, false, b.c4, cols, b.C, 1.f, w4, b.C, p, cols, 0.f, out, cols);
     mp::scatter(out, b.c4, nb, HW, true, yn + (b.c1 + b.c3 + b.c5) * HW, ycs, ybs);
   });
@@ -136,7 +130,6 @@ MP_AOT_ENTRY(InceptionBackward) {
   const int64_t o2b = b.R * C, o3b = o2b + b.c3 * K2, o4 = o3b + b.c5 * K3, total = o4 + b.c4 * C;
   const mp::ChunkPlan plan(b.N, HW);
   mp::GradAccum acc(total, plan.chunks);
-  const std::unique_ptr<mp::PoolWindows> windows(mp::small_plane(b.gp) ? new mp::PoolWindows(b.gp) : nullptr);
   plan.run([&](int64_t ci, int64_t n0, int64_t nb) {
     const int64_t cols = nb * HW;
     float *dW = acc.of(ci);  // every segment below is written exactly once per chunk (beta = 0)
@@ -172,10 +165,7 @@ MP_AOT_ENTRY(InceptionBackward) {
     static thread_local std::vector<int32_t> arg_buf;
     if (static_cast<int64_t>(arg_buf.size()) < C * cols) arg_buf.resize(static_cast<size_t>(C * cols));
     int32_t *arg = arg_buf.data();
-    if (windows)
-      mp::maxpool_planes_small_argmax(xc, C * nb, b.gp, *windows, p, arg);
-    else
-      for (int64_t i = 0; i < C * nb; ++i) mp::maxpool_plane_argmax(xc + i * HW, b.gp, p + i * HW, arg + i * HW);
+    mp::maxpool_planes_argmax(xc, C * nb, b.gp, p, arg);
     mp::sgemm(false, true, b.c4, C, cols, 1.f, G4, cols, p, cols, 0.f, dW + o4, C);
     float *dp = mp::scratch(3, C * cols);
     mp::sgemm(true, false, C, cols, b.c4, 1.f, w4, C, G4, cols, 0.f, dp, cols);

@@ -204,6 +204,9 @@ void scatter(const float *src, int64_t C, int64_t nb, int64_t HW, bool relu, flo
     }
 }
 
+namespace {
+
+// Larger planes, one at a time, separable: row maxima, then column windows.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void maxpool_plane(const float *src, const Geo &g, float *dst) {
   float *rowmax = scratch(8, static_cast<size_t>(g.W));
@@ -281,59 +284,12 @@ void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, co
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void maxpool_plane_argmax(const float *src, const Geo &g, float *dst, int32_t *arg) {
-  static thread_local std::vector<int32_t> row_arg;
-  const int64_t n = g.H * g.OW;
-  if (static_cast<int64_t>(row_arg.size()) < n) row_arg.resize(static_cast<size_t>(n));
-  float *hv = scratch(8, static_cast<size_t>(n));
-  int32_t *hi_arg = row_arg.data();
-  // horizontal: per input row, the max over each window's columns (strict > keeps the first)
-  for (int64_t h = 0; h < g.H; ++h) {
-    const float *r = src + h * g.W;
-    float *v = hv + h * g.OW;
-    int32_t *ix = hi_arg + h * g.OW;
-    std::fill(v, v + g.OW, -__builtin_inff());
-    std::fill(ix, ix + g.OW, -1);
-    for (int64_t kw = 0; kw < g.KW; ++kw) {
-      int64_t lo, hi;
-      valid_range(g, kw, lo, hi);
-      const int64_t off = kw - g.pl;
-      const int32_t base = static_cast<int32_t>(h * g.W + off);
-      const int32_t sw = static_cast<int32_t>(g.sw);
-#pragma omp simd
-      for (int64_t ow = lo; ow < hi; ++ow) {
-        const float val = r[ow * sw + off];
-        const bool take = val > v[ow];
-        v[ow] = take ? val : v[ow];
-        ix[ow] = take ? base + static_cast<int32_t>(ow) * sw : ix[ow];
-      }
-    }
-  }
-  // vertical: combine the window's rows, strict > keeps the first row
-  for (int64_t oh = 0; oh < g.OH; ++oh) {
-    const int64_t h0 = std::max<int64_t>(oh * g.sh - g.pt, 0), h1 = std::min(oh * g.sh - g.pt + g.KH, g.H);
-    float *d = dst + oh * g.OW;
-    int32_t *a = arg + oh * g.OW;
-    std::memcpy(d, hv + h0 * g.OW, sizeof(float) * g.OW);
-    std::memcpy(a, hi_arg + h0 * g.OW, sizeof(int32_t) * g.OW);
-    for (int64_t h = h0 + 1; h < h1; ++h) {
-      const float *v = hv + h * g.OW;
-      const int32_t *ix = hi_arg + h * g.OW;
-#pragma omp simd
-      for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const bool take = v[ow] > d[ow];
-        d[ow] = take ? v[ow] : d[ow];
-        a[ow] = take ? ix[ow] : a[ow];
-      }
-    }
-  }
-}
-
-void scatter_argmax_add(const float *dy, const int32_t *arg, int64_t n, float *dx) {
-  for (int64_t i = 0; i < n; ++i)
-    if (arg[i] >= 0) dx[arg[i]] += dy[i];
-}
+// Small strided planes: every output's window as a list of flat input indices (row-major, padding
+// dropped), built once per call, so a plane costs only its compares.
+struct PoolWindows {
+  std::vector<int32_t> start, idx;  // output o reads idx[start[o] .. start[o+1])
+  explicit PoolWindows(const Geo &g);
+};
 
 PoolWindows::PoolWindows(const Geo &g) {
   start.reserve(static_cast<size_t>(g.OH * g.OW + 1));
@@ -370,36 +326,130 @@ void maxpool_planes_small(const float *src, int64_t planes, const Geo &g, const 
     }
 }
 
-void maxpool_planes_small_argmax(const float *src, int64_t planes, const Geo &g, const PoolWindows &t, float *dst,
-                                 int32_t *arg) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  const int32_t *st = t.start.data(), *ix = t.idx.data();
-  for (int64_t p = 0; p < planes; ++p, src += HW, dst += OHW, arg += OHW)
-    for (int64_t o = 0; o < OHW; ++o) {
-      int32_t a = ix[st[o]];
-      float m = src[a];
-      for (int32_t j = st[o] + 1; j < st[o + 1]; ++j) {
-        const float v = src[ix[j]];
-        const bool take = v > m;  // strict: the first maximum stays
-        m = take ? v : m;
-        a = take ? ix[j] : a;
+// The frame around a plane that holds every window: pt/pl on the top/left, and on the bottom/right
+// whatever the last window reaches past the plane (ceil mode can reach past the padding).
+struct Frame {
+  int64_t top, left, PH, PW;
+  explicit Frame(const Geo &g)
+      : top(g.pt), left(g.pl),
+        PH(g.pt + g.H + std::max<int64_t>((g.OH - 1) * g.sh + g.KH - g.pt - g.H, 0)),
+        PW(g.pl + g.W + std::max<int64_t>((g.OW - 1) * g.sw + g.KW - g.pl - g.W, 0)) {}
+};
+
+// out[i] = the first maximum of in[i + t*step] over taps t < taps, for i < n; with kArg its index too,
+// where an index -1 (a framing cell) always gives way, so even a real -inf beats the frame.
+template <bool kArg>
+inline void window_max(const float *in, const int32_t *in_ix, int64_t step, int64_t taps, int64_t n, float *out,
+                       int32_t *out_ix) {
+  std::memcpy(out, in, sizeof(float) * n);
+  if (kArg) std::memcpy(out_ix, in_ix, sizeof(int32_t) * n);
+  for (int64_t t = 1; t < taps; ++t) {
+    const float *v = in + t * step;
+    if (kArg) {
+      const int32_t *vi = in_ix + t * step;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) {
+        const bool take = v[i] > out[i] || out_ix[i] < 0;
+        out[i] = take ? v[i] : out[i];
+        out_ix[i] = take ? vi[i] : out_ix[i];
       }
-      dst[o] = m;
-      arg[o] = a;
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) out[i] = v[i] > out[i] ? v[i] : out[i];
     }
+  }
 }
 
-void maxpool_planes_small_bwd(const float *dy, const float *src, const float *y, int64_t planes, const Geo &g,
-                              const PoolWindows &t, float *dx) {
-  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
-  const int32_t *st = t.start.data(), *ix = t.idx.data();
-  std::fill(dx, dx + planes * HW, 0.f);
-  for (int64_t p = 0; p < planes; ++p, src += HW, dx += HW, dy += OHW, y += OHW)
-    for (int64_t o = 0; o < OHW; ++o) {
-      int32_t a = -1;
-      for (int32_t j = st[o + 1] - 1; j >= st[o]; --j) a = src[ix[j]] == y[o] ? ix[j] : a;  // last write = first match
-      if (a >= 0) dx[a] += dy[o];
+// kArg: also the flat index of each window's first maximum in row-major order (-1 when the window
+// holds no pixel). Horizontal pass: at each framed position, the first maximum of the KW columns
+// starting there; vertical pass: of the KH rows, the first row holding the maximum.
+template <bool kArg>
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void maxpool_framed(const float *src, int64_t planes, const Geo &g, float *dst, int32_t *arg) {
+  const Frame f(g);
+  const int64_t n = f.PH * f.PW, span = n - (g.KW - 1), HW = g.H * g.W, OHW = g.OH * g.OW;
+  // stride 1: all output rows in one vertical pass (with the framing columns between them)
+  const int64_t rows = g.sh == 1 ? g.OH : 1, len = (rows - 1) * f.PW + (g.OW - 1) * g.sw + 1;
+  float *pad = scratch(8, static_cast<size_t>(2 * n + len)), *hm = pad + n, *vm = hm + n;
+  static thread_local std::vector<int32_t> index_buf;
+  if (kArg && static_cast<int64_t>(index_buf.size()) < 2 * n + len)
+    index_buf.resize(static_cast<size_t>(2 * n + len));
+  int32_t *pix = kArg ? index_buf.data() : nullptr, *hix = pix + n, *vix = hix + n;
+  std::fill(pad, pad + n, -__builtin_inff());
+  if (kArg) {
+    std::fill(pix, pix + n, -1);
+    for (int64_t h = 0; h < g.H; ++h)
+      for (int64_t w = 0; w < g.W; ++w) pix[(f.top + h) * f.PW + f.left + w] = static_cast<int32_t>(h * g.W + w);
+  }
+  for (int64_t p = 0; p < planes; ++p, src += HW, dst += OHW) {
+    for (int64_t h = 0; h < g.H; ++h)
+      std::memcpy(pad + (f.top + h) * f.PW + f.left, src + h * g.W, sizeof(float) * g.W);
+    window_max<kArg>(pad, pix, 1, g.KW, span, hm, hix);
+    int32_t *ap = kArg ? arg + p * OHW : nullptr;
+    for (int64_t oh = 0; oh < g.OH; oh += rows) {
+      const int64_t r0 = oh * g.sh * f.PW;
+      window_max<kArg>(hm + r0, kArg ? hix + r0 : nullptr, f.PW, g.KH, len, vm, vix);
+      for (int64_t q = 0; q < rows; ++q) {
+        const float *v = vm + q * f.PW;
+        float *d = dst + (oh + q) * g.OW;
+        for (int64_t ow = 0; ow < g.OW; ++ow) d[ow] = v[ow * g.sw];
+        if (kArg) {
+          const int32_t *vi = vix + q * f.PW;
+          int32_t *o = ap + (oh + q) * g.OW;
+          for (int64_t ow = 0; ow < g.OW; ++ow) o[ow] = vi[ow * g.sw];
+        }
+      }
     }
+  }
+}
+void framed_bwd(const float *dy, const float *src, int64_t planes, const Geo &g, float *dx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  static thread_local std::vector<int32_t> arg_buf;
+  static thread_local std::vector<float> y_buf;
+  const int64_t block = std::max<int64_t>(1, 4096 / std::max<int64_t>(OHW, 1));  // planes per argmax pass
+  if (static_cast<int64_t>(arg_buf.size()) < block * OHW) {
+    arg_buf.resize(static_cast<size_t>(block * OHW));
+    y_buf.resize(static_cast<size_t>(block * OHW));
+  }
+  std::fill(dx, dx + planes * HW, 0.f);
+  for (int64_t p0 = 0; p0 < planes; p0 += block) {
+    const int64_t nb = std::min(block, planes - p0);
+    maxpool_framed<true>(src + p0 * HW, nb, g, y_buf.data(), arg_buf.data());
+    for (int64_t q = 0; q < nb; ++q) {
+      const int32_t *a = arg_buf.data() + q * OHW;
+      const float *d = dy + (p0 + q) * OHW;
+      float *o = dx + (p0 + q) * HW;
+      for (int64_t i = 0; i < OHW; ++i)
+        if (a[i] >= 0) o[a[i]] += d[i];
+    }
+  }
+}
+
+// Measured crossovers here: the framed passes win stride 1 and every backward up to 32x32, the window
+// lists the remaining forward up to 16x16, the per-plane passes everything larger.
+bool framed_plane(const Geo &g, bool backward) {
+  return g.dh == 1 && g.dw == 1 && g.H * g.W <= 1024 && (backward || (g.sh == 1 && g.sw == 1));
+}
+bool small_plane(const Geo &g) { return g.H * g.W <= 256; }
+
+}  // namespace
+
+void maxpool_planes(const float *src, int64_t planes, const Geo &g, float *dst) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  if (framed_plane(g, false)) return maxpool_framed<false>(src, planes, g, dst, nullptr);
+  if (small_plane(g)) return maxpool_planes_small(src, planes, g, PoolWindows(g), dst);
+  for (int64_t p = 0; p < planes; ++p) maxpool_plane(src + p * HW, g, dst + p * OHW);
+}
+
+void maxpool_planes_argmax(const float *src, int64_t planes, const Geo &g, float *dst, int32_t *arg) {
+  maxpool_framed<true>(src, planes, g, dst, arg);  // wins at every size measured
+}
+
+void maxpool_planes_bwd(const float *dy, const float *src, const float *y, int64_t planes, const Geo &g, float *dx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  if (framed_plane(g, true)) return framed_bwd(dy, src, planes, g, dx);
+  std::fill(dx, dx + planes * HW, 0.f);
+  for (int64_t p = 0; p < planes; ++p) maxpool_plane_bwd_add(dy + p * OHW, src + p * HW, y + p * OHW, g, dx + p * HW);
 }
 
 void relu_inplace(float *x, int64_t n) {

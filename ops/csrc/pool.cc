@@ -60,15 +60,8 @@ MP_AOT_ENTRY(MaxPoolForward) {
   if (!read_cfg(kFwd, cfg, x, g)) return 1;
   const int64_t planes = x.dim(0) * x.dim(1), HW = g.H * g.W, OHW = g.OH * g.OW;
   if (!mp::expect_shape(kFwd, y, {x.dim(0), x.dim(1), g.OH, g.OW})) return 1;
-  if (mp::small_plane(g)) {
-    const mp::PoolWindows t(g);
-    for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-      mp::maxpool_planes_small(x.f + p0 * HW, p1 - p0, g, t, y.f + p0 * OHW);
-    });
-    return 0;
-  }
   for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) mp::maxpool_plane(x.f + p * HW, g, y.f + p * OHW);
+    mp::maxpool_planes(x.f + p0 * HW, p1 - p0, g, y.f + p0 * OHW);
   });
   return 0;
 }
@@ -86,19 +79,8 @@ MP_AOT_ENTRY(MaxPoolBackward) {
       !mp::expect_shape(kBwd, y, {x.dim(0), x.dim(1), g.OH, g.OW}) ||
       !mp::expect_shape(kBwd, dx, {x.dim(0), x.dim(1), g.H, g.W}))
     return 1;
-  if (mp::small_plane(g, true)) {
-    const mp::PoolWindows t(g);
-    for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-      mp::maxpool_planes_small_bwd(dy.f + p0 * OHW, x.f + p0 * HW, y.f + p0 * OHW, p1 - p0, g, t, dx.f + p0 * HW);
-    });
-    return 0;
-  }
   for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      float *d = dx.f + p * HW;
-      std::fill(d, d + HW, 0.f);
-      mp::maxpool_plane_bwd_add(dy.f + p * OHW, x.f + p * HW, y.f + p * OHW, g, d);
-    }
+    mp::maxpool_planes_bwd(dy.f + p0 * OHW, x.f + p0 * HW, y.f + p0 * OHW, p1 - p0, g, dx.f + p0 * HW);
   });
   return 0;
 }

@@ -224,14 +224,9 @@ MP_AOT_ENTRY(PoolForward) {
     for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
       for (int64_t q = p0; q < p1; ++q) max_plane_dilated(x.f + q * HW, g, y.f + q * OHW);
     });
-  } else if (mp::small_plane(g)) {
-    const mp::PoolWindows t(g);
-    for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-      mp::maxpool_planes_small(x.f + p0 * HW, p1 - p0, g, t, y.f + p0 * OHW);
-    });
   } else {
     for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-      for (int64_t q = p0; q < p1; ++q) mp::maxpool_plane(x.f + q * HW, g, y.f + q * OHW);
+      mp::maxpool_planes(x.f + p0 * HW, p1 - p0, g, y.f + p0 * OHW);
     });
   }
   return 0;
@@ -263,18 +258,9 @@ MP_AOT_ENTRY(PoolBackward) {
       for (int64_t q = p0; q < p1; ++q)
         max_plane_dilated_bwd(dy.f + q * OHW, x.f + q * HW, y.f + q * OHW, g, dx.f + q * HW);
     });
-  } else if (mp::small_plane(g, true)) {
-    const mp::PoolWindows t(g);
-    for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-      mp::maxpool_planes_small_bwd(dy.f + p0 * OHW, x.f + p0 * HW, y.f + p0 * OHW, p1 - p0, g, t, dx.f + p0 * HW);
-    });
   } else {
     for_plane_blocks(planes, [&](int64_t p0, int64_t p1) {
-      for (int64_t q = p0; q < p1; ++q) {
-        float *d = dx.f + q * HW;
-        std::fill(d, d + HW, 0.f);
-        mp::maxpool_plane_bwd_add(dy.f + q * OHW, x.f + q * HW, y.f + q * OHW, g, d);
-      }
+      mp::maxpool_planes_bwd(dy.f + p0 * OHW, x.f + p0 * HW, y.f + p0 * OHW, p1 - p0, g, dx.f + p0 * HW);
     });
   }
   return 0;
