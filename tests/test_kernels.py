@@ -438,6 +438,36 @@ def test_weight_gradients_are_reproducible(threads):
             assert np.array_equal(got, first)
 
 
+# ---------------------------------------------------------------- Winograd inside the GoogLeNet convs
+def general_conv3x3(entry, inputs, out_shape):
+    """The general convolution's own choice (algo auto) for a 3x3 stride-1 'same' ReLU layer."""
+    cfg = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, bits(ALPHA), bits(1e-3)], np.int64)
+    return call(entry, [cfg, *inputs], [out_shape])[0]
+
+
+def test_block_conv_takes_winograd_where_the_general_conv_does(gemm_backend):
+    """Conv2d* send a 3x3 stride-1 layer to Winograd by the general convolution's cost model: the same
+    bits as ConvForward/ConvBackward* with algo auto, within Winograd's rounding of the reference, and
+    (the GEMM path being exact on quarter-valued data) visibly through Winograd where the micro-kernel is."""
+    rng = np.random.default_rng(9)
+    x, w = quarters(rng, (3, 64, 32, 32)), quarters(rng, (64, 64, 3, 3)) / 8
+    cfg = np.array([1, 1, *same(3), 1, 0], np.int64)
+    ref = np.maximum(conv_ref(x, w, (1, 1), same(3)), 0)
+    (y,) = call("Conv2dForward", [x, w, cfg], [ref.shape])
+    assert np.array_equal(y, general_conv3x3("ConvForward", [x, w], ref.shape))
+    assert_close(y, ref, 3e-5)
+    if gemm_backend in ("onednn", "own"):
+        assert not np.array_equal(y, ref.astype(np.float32)), "expected the Winograd path"
+    dy = quarters(rng, y.shape)
+    dx_ref, dw_ref = conv_grad_ref((dy * (y > 0)).astype(np.float64), x, w, (1, 1), same(3))
+    (dx,) = call("Conv2dBackwardData", [dy, y, x, w, cfg], [x.shape])
+    (dw,) = call("Conv2dBackwardFilter", [dy, y, x, w, cfg], [w.shape])
+    assert np.array_equal(dx, general_conv3x3("ConvBackwardData", [dy, y, x, w], x.shape))
+    assert np.array_equal(dw, general_conv3x3("ConvBackwardFilter", [dy, y, x, w], w.shape))
+    assert_close(dx, dx_ref, 3e-5)
+    assert_close(dw, dw_ref, 3e-5)
+
+
 # ---------------------------------------------------------------- validation: errors, never corruption
 def _conv_args():
     x = np.ones((1, 2, 5, 5), np.float32)

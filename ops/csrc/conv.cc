@@ -1,9 +1,11 @@
 // General 2-D convolution (NCHW, OIHW weights, any kernel size / stride / explicit padding) with an
-// optional fused ReLU, as im2col + GEMM per image chunk, and its input and weight gradients.
+// optional fused ReLU, as im2col + GEMM per image chunk, and its input and weight gradients; 3x3 stride-1
+// layers go to Winograd (winograd.cc) wherever its cost model says so, as the general convolution's do.
 #include <algorithm>
 
 #include "chunks.h"
 #include "common.h"
+#include "conv_spec.h"
 #include "gemm.h"
 #include "planes.h"
 
@@ -41,6 +43,16 @@ bool read_cfg(const char *fn, const mp::Arg &cfg, const mp::Arg &x, const mp::Ar
   }
   relu = c[6] != 0;
   return true;
+}
+
+// The layer as the general convolution describes it, for the Winograd cost models and kernels.
+mp::ConvSpec winograd_spec(const mp::Arg &x, const mp::Arg &w, const mp::Geo &g, bool relu) {
+  mp::ConvSpec s;
+  s.N = x.dim(0), s.C = s.Cg = x.dim(1), s.H = g.H, s.W = g.W, s.O = s.Og = w.dim(0);
+  s.K = s.C * g.KH * g.KW;
+  s.g = g;
+  s.act = relu ? mp::kReLU : mp::kNone;
+  return s;
 }
 
 bool is_pointwise(const mp::Geo &g) {
@@ -84,6 +96,11 @@ MP_AOT_ENTRY(Conv2dForward) {
   if (!read_cfg(kFwd, cfg, x, w, g, relu)) return 1;
   const int64_t N = x.dim(0), C = x.dim(1), O = w.dim(0), K = C * g.KH * g.KW, OHW = g.OH * g.OW, HW = g.H * g.W;
   if (!mp::expect_shape(kFwd, y, {N, O, g.OH, g.OW})) return 1;
+  const mp::ConvSpec ws = winograd_spec(x, w, g, relu);
+  if (const int m = mp::winograd_choice(ws, false)) {
+    mp::conv_forward_winograd(ws, m, x.f, w.f, nullptr, y.f);
+    return 0;
+  }
   const bool pw = is_pointwise(g);
   mp::for_chunks(N, OHW, [&](int64_t, int64_t n0, int64_t nb) {
     const int64_t cols = nb * OHW;
@@ -137,6 +154,14 @@ int conv_backward(const char *fn, int nparam, void **params, int *ndims, int64_t
       !(is_dx ? mp::expect_shape(fn, out, {N, x.dim(1), g.H, g.W})
               : mp::expect_shape(fn, out, {O, x.dim(1), g.KH, g.KW})))
     return 1;
+  const mp::ConvSpec ws = winograd_spec(x, w, g, relu);
+  if (const int m = is_dx ? mp::winograd_choice(ws, true) : mp::winograd_filter_choice(ws)) {
+    if (is_dx)
+      mp::conv_backward_data_winograd(ws, m, dy.f, y.f, w.f, out.f);
+    else
+      mp::conv_backward_filter_winograd(ws, m, x.f, dy.f, y.f, out.f);
+    return 0;
+  }
   const mp::ChunkPlan plan(N, OHW);
   body(x, w, out, g, plan, [&](auto &&chunk) {
     plan.run([&](int64_t ci, int64_t n0, int64_t nb) {
