@@ -335,11 +335,12 @@ def test_maxpool_googlenet_windows(k, s, size, pads):
 
 
 @pytest.mark.parametrize("k,s,size", [(3, 1, 32), (3, 1, 33), (3, 2, 16), (3, 2, 17), (3, 2, 32), (3, 2, 33),
-                                      (2, 2, 1), (3, 1, 2), (2, 2, 14), (3, 2, 28)])
+                                      (2, 2, 1), (3, 1, 2), (2, 2, 14), (3, 2, 28), (3, 1, 3), (3, 1, 4),
+                                      (3, 1, 6), (3, 1, 7), (3, 2, 8), (3, 2, 9)])
 def test_maxpool_framed_table_and_separable_paths_agree_with_reference(k, s, size):
-    """Stride 1 and every backward up to 32x32 take the framed passes, the strided forward up to 16x16 the
-    window lists, larger planes the per-plane passes: both sides of each switch, with ties (the first
-    maximum gets the gradient)."""
+    """Up to 32x32, stride 1 from 7x7 (its backward from 4x4) and the strided backward from 9x9 take the
+    framed passes; smaller planes and the strided forward up to 16x16 the window lists; larger planes the
+    per-plane passes: both sides of each switch, with ties (the first maximum gets the gradient)."""
     rng = np.random.default_rng(size)
     x = ints(rng, (2, 3, size, size))
     pads = [0, 0, 0, 0]

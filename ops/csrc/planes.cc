@@ -284,7 +284,7 @@ void maxpool_plane_bwd_add(const float *dy, const float *src, const float *y, co
   }
 }
 
-// Small strided planes: every output's window as a list of flat input indices (row-major, padding
+// Small planes: every output's window as a list of flat input indices (row-major, padding
 // dropped), built once per call, so a plane costs only its compares.
 struct PoolWindows {
   std::vector<int32_t> start, idx;  // output o reads idx[start[o] .. start[o+1])
@@ -323,6 +323,38 @@ void maxpool_planes_small(const float *src, int64_t planes, const Geo &g, const 
         m = v > m ? v : m;
       }
       dst[o] = m;
+    }
+}
+
+void maxpool_planes_small_argmax(const float *src, int64_t planes, const Geo &g, const PoolWindows &t, float *dst,
+                                 int32_t *arg) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int32_t *st = t.start.data(), *ix = t.idx.data();
+  for (int64_t p = 0; p < planes; ++p, src += HW, dst += OHW, arg += OHW)
+    for (int64_t o = 0; o < OHW; ++o) {
+      int32_t a = ix[st[o]];
+      float m = src[a];
+      for (int32_t j = st[o] + 1; j < st[o + 1]; ++j) {
+        const float v = src[ix[j]];
+        const bool take = v > m;  // strict: the first maximum stays
+        m = take ? v : m;
+        a = take ? ix[j] : a;
+      }
+      dst[o] = m;
+      arg[o] = a;
+    }
+}
+
+void maxpool_planes_small_bwd(const float *dy, const float *src, const float *y, int64_t planes, const Geo &g,
+                              const PoolWindows &t, float *dx) {
+  const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
+  const int32_t *st = t.start.data(), *ix = t.idx.data();
+  std::fill(dx, dx + planes * HW, 0.f);
+  for (int64_t p = 0; p < planes; ++p, src += HW, dx += HW, dy += OHW, y += OHW)
+    for (int64_t o = 0; o < OHW; ++o) {
+      int32_t a = -1;
+      for (int32_t j = st[o + 1] - 1; j >= st[o]; --j) a = src[ix[j]] == y[o] ? ix[j] : a;  // last write = first match
+      if (a >= 0) dx[a] += dy[o];
     }
 }
 
@@ -425,29 +457,36 @@ void framed_bwd(const float *dy, const float *src, int64_t planes, const Geo &g,
   }
 }
 
-// Measured crossovers here: the framed passes win stride 1 and every backward up to 32x32, the window
-// lists the remaining forward up to 16x16, the per-plane passes everything larger.
+// Measured crossovers here: the framed passes win stride 1 from 7x7 (its backward from 4x4) and the strided
+// backward from 9x9, up to 32x32; below that the framing costs more than the window lists' compares, which
+// also win the strided forward up to 16x16; the per-plane passes take everything larger.
 bool framed_plane(const Geo &g, bool backward) {
-  return g.dh == 1 && g.dw == 1 && g.H * g.W <= 1024 && (backward || (g.sh == 1 && g.sw == 1));
+  const int64_t HW = g.H * g.W;
+  const bool s1 = g.sh == 1 && g.sw == 1;
+  if (g.dh != 1 || g.dw != 1 || HW > 1024) return false;
+  return backward ? HW >= (s1 ? 16 : 81) : s1 && HW >= 49;
 }
-bool small_plane(const Geo &g) { return g.H * g.W <= 256; }
+bool small_plane(const Geo &g, bool backward) { return g.H * g.W <= (backward ? 1024 : 256); }
 
 }  // namespace
 
 void maxpool_planes(const float *src, int64_t planes, const Geo &g, float *dst) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
   if (framed_plane(g, false)) return maxpool_framed<false>(src, planes, g, dst, nullptr);
-  if (small_plane(g)) return maxpool_planes_small(src, planes, g, PoolWindows(g), dst);
+  if (small_plane(g, false)) return maxpool_planes_small(src, planes, g, PoolWindows(g), dst);
   for (int64_t p = 0; p < planes; ++p) maxpool_plane(src + p * HW, g, dst + p * OHW);
 }
 
 void maxpool_planes_argmax(const float *src, int64_t planes, const Geo &g, float *dst, int32_t *arg) {
-  maxpool_framed<true>(src, planes, g, dst, arg);  // wins at every size measured
+  if (framed_plane(g, false)) return maxpool_framed<true>(src, planes, g, dst, arg);
+  if (small_plane(g, false)) return maxpool_planes_small_argmax(src, planes, g, PoolWindows(g), dst, arg);
+  maxpool_framed<true>(src, planes, g, dst, arg);  // large strided maps: still ahead of a per-window scan
 }
 
 void maxpool_planes_bwd(const float *dy, const float *src, const float *y, int64_t planes, const Geo &g, float *dx) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
   if (framed_plane(g, true)) return framed_bwd(dy, src, planes, g, dx);
+  if (small_plane(g, true)) return maxpool_planes_small_bwd(dy, src, y, planes, g, PoolWindows(g), dx);
   std::fill(dx, dx + planes * HW, 0.f);
   for (int64_t p = 0; p < planes; ++p) maxpool_plane_bwd_add(dy + p * OHW, src + p * HW, y + p * OHW, g, dx + p * HW);
 }
