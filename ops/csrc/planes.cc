@@ -434,6 +434,9 @@ void maxpool_framed(const float *src, int64_t planes, const Geo &g, float *dst, 
     }
   }
 }
+
+// dx (zeroed here) gets each dy at its window's first maximum, found by the framed argmax in blocks of
+// planes whose indices stay in cache.
 void framed_bwd(const float *dy, const float *src, int64_t planes, const Geo &g, float *dx) {
   const int64_t HW = g.H * g.W, OHW = g.OH * g.OW;
   static thread_local std::vector<int32_t> arg_buf;
@@ -480,7 +483,7 @@ void maxpool_planes(const float *src, int64_t planes, const Geo &g, float *dst) 
 void maxpool_planes_argmax(const float *src, int64_t planes, const Geo &g, float *dst, int32_t *arg) {
   if (framed_plane(g, false)) return maxpool_framed<true>(src, planes, g, dst, arg);
   if (small_plane(g, false)) return maxpool_planes_small_argmax(src, planes, g, PoolWindows(g), dst, arg);
-  maxpool_framed<true>(src, planes, g, dst, arg);  // large strided maps: still ahead of a per-window scan
+  maxpool_framed<true>(src, planes, g, dst, arg);  // larger maps: still ahead of the per-plane passes
 }
 
 void maxpool_planes_bwd(const float *dy, const float *src, const float *y, int64_t planes, const Geo &g, float *dx) {
