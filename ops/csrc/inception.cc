@@ -5,7 +5,6 @@
 // The backward recomputes the two reduced tensors (cheap 1x1 GEMM rows) instead of storing them.
 #include <algorithm>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "chunks.h"

@@ -3,7 +3,6 @@
 // bs = C*H*W) and chunk buffers laid out [C][nb][H*W] (cs = nb*H*W, bs = H*W).
 #pragma once
 #include <cstdint>
-#include <vector>
 
 #include "common.h"
 
