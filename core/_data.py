@@ -12,7 +12,8 @@ The source (``len(src)``, ``src[i] -> (HWC uint8 image, int label)``) is read th
 The sampler hands out the same indices on each of three paths (``Feed.path``):
 
 - ``files``: a source that lists its image files (``_fast_sources``) is read as encoded bytes, decoded and
-  cropped by MindSpore's C++ ops; a file the C++ decoder may not be given goes through ``src[i]``;
+  cropped in C++: by mindplug's batch decode (``_jpeg_batches``) when a random resized crop is the only
+  per-image step, else by MindSpore's ops; a file the C++ decoder may not be given goes through ``src[i]``;
 - ``arrays``: a source that exposes whole arrays is read row by row from them, with no call into it;
 - ``python``: any other source, ``src[i]`` in threads.
 
@@ -202,6 +203,18 @@ class Feed:
         return True
 
 
+def batch_decoder(ops: Sequence[Any], samples: Sequence[Tuple[str, int]], seed: int) -> Optional[Any]:
+    """The batch decode (``_jpeg_batches``) for a files pipeline whose only per-image step is the crop-decode
+    (the rest runs on batches), over files that are mostly JPEG; else None (MindSpore's map decodes)."""
+    from ._jpeg_batches import JpegCropBatches, mostly_jpeg
+    from ._map_stages import defer_flips, defer_tail
+
+    kept, _ = defer_flips(defer_tail(ops)[0])
+    if len(kept) != 1 or not mostly_jpeg(samples):
+        return None
+    return JpegCropBatches.of(kept[0], seed)
+
+
 class _Positions:
     """A fixed list of indices, the same on every iteration: the rest of a pass restarted part-way."""
 
@@ -266,14 +279,18 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
         return ShardSampler(rows, shuffle=shuffle, seed=seed, num_shards=shards, shard_id=shard,
                             equal_shards=equal_shards, start_epoch=start_epoch)
 
-    def finish(data: Any, ops: Sequence[Any]) -> Any:
+    def finish(data: Any, ops: Sequence[Any], decoder: Any = None) -> Any:
         flips: List[Any] = []
         tail: List[Any] = []
         if fast:
             ops, tail = defer_tail(ops)
             ops, flips = defer_flips(ops)
-        data = apply_stages(data, split_stages(ops) if fast else [Stage(list(ops), False)], workers)
-        data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
+        if decoder is not None:  # ops is the crop-decode alone: the batch op's workers decode whole batches
+            data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers,
+                              per_batch_map=decoder, input_columns=["image"], python_multiprocessing=False)
+        else:
+            data = apply_stages(data, split_stages(ops) if fast else [Stage(list(ops), False)], workers)
+            data = data.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
         if flips or tail:  # in one thread, from the pass's seed: the same draws every time, and resumable
             data = data.map(operations=BatchSteps(flips, seed, batch_steps(tail), workers), input_columns="image",
                             num_parallel_workers=1, python_multiprocessing=False)
@@ -287,6 +304,7 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
     target = channels or getattr(source, "channels", None)
     if samples is not None and target in (1, 3):
         ops = decode_steps(resolve_hints(operations, target), grey=grey, channels=target)
+        decoder = batch_decoder(ops, samples, seed)
         file_rows = FileRows(source, samples)
         first = sampler()  # one Python thread reads the files: more would only contend for the GIL
         data = ds.GeneratorDataset(file_rows, column_names=COLUMNS, sampler=first, num_parallel_workers=1,
@@ -296,9 +314,9 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
         def rest(start: int) -> Any:
             data = ds.GeneratorDataset(file_rows, column_names=COLUMNS, sampler=_Positions(order[start:]),
                                        num_parallel_workers=1, python_multiprocessing=False)
-            return finish(data, ops)
+            return finish(data, ops, decoder and decoder.restarted(start))
 
-        return Feed(finish(data, ops), "files", file_rows, order, ops[0], rest)
+        return Feed(finish(data, ops, decoder), "files", file_rows, order, decoder.check if decoder else ops[0], rest)
     pair = array_pair(source) if fast else None
     if pair is not None:
         images = array_channels(pair[0], channels)

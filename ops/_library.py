@@ -307,6 +307,76 @@ def flip_images(batch: np.ndarray, chosen: np.ndarray, axis: int, channels_last:
     return True
 
 
+_JPEG_CROP_ARGS = (ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_double,
+                   ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
+                   ctypes.c_void_p, ctypes.c_int32)
+_CROP_RGB_ARGS = (ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_double,
+                  ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p)
+
+
+def jpeg_crop_available() -> bool:
+    """True when the library can decode JPEG crops: built with jpeglib.h and libjpeg-turbo found at run time."""
+    fn = _optional_entry("MindplugJpegCropAvailable", ())
+    return fn is not None and fn() == 1
+
+
+def decode_crop_jpegs(files: "list[np.ndarray]", draws: np.ndarray, scale: "tuple[float, float]",
+                      ratio: "tuple[float, float]", size: "tuple[int, int]", threads: int = 1
+                      ) -> "tuple[np.ndarray, np.ndarray]":
+    """(uint8 NHWC RGB batch, int32 status per file): a random resized crop of each encoded JPEG ``files[i]``
+    (uint8 bytes), its box drawn as MindSpore's RandomResizedCrop draws it from ``draws[i]`` (attempts x 4
+    numbers in [0, 1)), resized bilinearly to ``size`` (height, width). Status 0 is decoded, 1 a JPEG
+    colour space the decoder does not take, 2 refused by libjpeg; those images are left unwritten. On up to
+    ``threads`` threads with the GIL released."""
+    import numpy as np
+
+    fn = _optional_entry("MindplugDecodeCropJpegs", _JPEG_CROP_ARGS)
+    if fn is None:
+        from mindplug._errors import MindplugError
+
+        raise MindplugError("the kernel library has no MindplugDecodeCropJpegs; rebuild with `pip install -e .`")
+    n = len(files)
+    buffers = [np.ascontiguousarray(f, dtype=np.uint8) for f in files]
+    pointers = (ctypes.c_void_p * max(n, 1))(*[b.ctypes.data for b in buffers])
+    sizes = np.array([b.size for b in buffers], np.int64)
+    table = np.ascontiguousarray(draws, dtype=np.float64)
+    if table.ndim != 3 or table.shape[0] != n or table.shape[2] != 4:
+        from mindplug._errors import MindplugError
+
+        raise MindplugError(f"crop draws for {n} files must be ({n}, attempts, 4), got {table.shape}")
+    out = np.empty((n, int(size[0]), int(size[1]), 3), np.uint8)
+    status = np.zeros(n, np.int32)
+    code = fn(n, pointers, sizes.ctypes.data, table.ctypes.data, table.shape[1], float(scale[0]), float(scale[1]),
+              float(ratio[0]), float(ratio[1]), int(size[0]), int(size[1]), out.ctypes.data, status.ctypes.data,
+              max(1, int(threads)))
+    if code != 0:
+        _raise_last_error()
+    return out, status
+
+
+def crop_resize_rgb(image: np.ndarray, draws: np.ndarray, scale: "tuple[float, float]",
+                    ratio: "tuple[float, float]", size: "tuple[int, int]") -> np.ndarray:
+    """The random resized crop of ``decode_crop_jpegs`` on a decoded RGB image (HWC uint8)."""
+    import numpy as np
+
+    from mindplug._errors import MindplugError
+
+    fn = _optional_entry("MindplugCropResizeRgb", _CROP_RGB_ARGS)
+    if fn is None:
+        raise MindplugError("the kernel library has no MindplugCropResizeRgb; rebuild with `pip install -e .`")
+    src = np.ascontiguousarray(image, dtype=np.uint8)
+    table = np.ascontiguousarray(draws, dtype=np.float64)
+    if src.ndim != 3 or src.shape[2] != 3 or table.ndim != 2 or table.shape[1] != 4:
+        raise MindplugError(f"a crop of an RGB image needs HWC x 3 and (attempts, 4) draws, got {src.shape} and "
+                            f"{table.shape}")
+    out = np.empty((int(size[0]), int(size[1]), 3), np.uint8)
+    code = fn(src.ctypes.data, src.shape[0], src.shape[1], table.ctypes.data, table.shape[0], float(scale[0]),
+              float(scale[1]), float(ratio[0]), float(ratio[1]), int(size[0]), int(size[1]), out.ctypes.data)
+    if code != 0:
+        _raise_last_error()
+    return out
+
+
 def call(entry: str, inputs: "list", out_shapes: "list[tuple[int, ...]]", out: "list | None" = None) -> "list":
     """Runs one kernel entry point on numpy arrays with the AOT ABI, outside MindSpore.
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 import mindplug
 from mindplug import DataError
-from mindplug import _fast_sources
+from mindplug import _fast_sources, _jpeg_batches
 from mindplug._data import make_feed
 from mindplug._image_headers import cpp_decodable
 from mindplug._map_stages import resolve_hints, split_stages, usable_cpus
@@ -416,6 +416,130 @@ def test_crop_scale_and_flip_frequencies_match_the_python_path(tmp_path):
     area_narrow, _ = _crop_stats(make_feed(src, shuffle=True, seed=9, transforms=narrow, batch_size=50,
                                            channels=3))
     assert area_narrow.mean() - area_fast.mean() > 0.15
+
+
+# ---------------------------------------------------------------- JPEG folders: the batch decode
+
+needs_jpeg = pytest.mark.skipif(not _jpeg_batches.available(), reason="built without libjpeg-turbo")
+
+
+def _textured_tree(root: Path, count: int = 24, suffix: str = "jpg") -> None:
+    rng = np.random.default_rng(5)
+    for k in range(count):
+        target = root / "train" / CLASSES[k % 2]
+        target.mkdir(parents=True, exist_ok=True)
+        image = rng.integers(0, 256, (int(rng.integers(20, 60)), int(rng.integers(20, 60)), 3), dtype=np.uint8)
+        Image.fromarray(image).save(target / f"{k:02d}.{suffix}", **({"quality": 90} if suffix == "jpg" else {}))
+
+
+def _seed_like(**extra) -> list:
+    cfg = {"image_resize": 16, "in_channels": 3, "hflip": 0.5, "color_jitter": 0.4, **RAW, **extra}
+    return build_transforms(cfg, is_training=True)
+
+
+@needs_jpeg
+def test_jpeg_folder_batches_repeat_for_a_seed_with_any_worker_count(tmp_path, monkeypatch):
+    """Crop, flip and jitter are all drawn per pass and batch: the same seed gives the same batches on one
+    worker or two, another seed other crops; the batch decode does the decoding."""
+    from mindplug._jpeg_batches import JpegCropBatches
+
+    _textured_tree(tmp_path)
+    src = folder(tmp_path)
+    calls = []
+    decode = JpegCropBatches.decode
+    monkeypatch.setattr(JpegCropBatches, "decode", lambda self, files, batch=0: calls.append(batch) or
+                        decode(self, files, batch))
+
+    def images(workers: int, seed: int = 3) -> np.ndarray:
+        feed = make_feed(src, shuffle=True, seed=seed, transforms=_seed_like(), batch_size=5, channels=3,
+                         num_parallel_workers=workers)
+        return np.concatenate([x for x, _ in feed.batches()])
+
+    one, two, again = images(1), images(2), images(2)
+    assert len(calls) == 3 * 5 and sorted(set(calls)) == [0, 1, 2, 3, 4]
+    assert one.shape == (24, 3, 16, 16)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(two, again)
+    assert np.abs(images(2, seed=4) - one).mean() > 10
+
+
+@needs_jpeg
+def test_batch_decode_is_taken_only_where_it_serves(tmp_path, monkeypatch):
+    from mindplug._data import batch_decoder
+    from mindplug._jpeg_batches import JpegCropBatches
+    from mindplug._map_stages import decode_steps
+
+    def decoder(ops, samples):
+        return batch_decoder(decode_steps(resolve_hints(ops, 3), grey=False, channels=3), samples, 0)
+
+    jpegs = [(f"/data/{k}.JPEG", 0) for k in range(10)]
+    pngs = [(f"/data/{k}.png", 0) for k in range(10)]
+    assert isinstance(decoder(_seed_like(), jpegs), JpegCropBatches)
+    assert decoder(_seed_like(), pngs) is None                                      # MindSpore decodes PNG
+    assert decoder(_seed_like(), jpegs[:5] + pngs) is None
+    assert decoder(_seed_like(interpolation="nearest"), jpegs) is None               # not a bilinear resize
+    assert decoder(_seed_like(auto_augment="randaug-m9-n2-mstd0.5"), jpegs) is None  # a per-image step follows
+    assert decoder(build_transforms({"image_resize": 16, "in_channels": 3, **RAW}, is_training=False), jpegs) is None
+    monkeypatch.setattr(_jpeg_batches, "available", lambda: False)
+    assert decoder(_seed_like(), jpegs) is None
+    _textured_tree(tmp_path, 12)                     # without it, MindSpore's RandomCropDecodeResize serves
+    feed = make_feed(folder(tmp_path), shuffle=True, seed=1, transforms=_seed_like(), batch_size=4, channels=3)
+    assert feed.path == "files" and sum(x.shape[0] for x, _ in feed.batches()) == 12
+
+
+@needs_jpeg
+def test_batch_decode_crops_other_formats_with_pillow_and_refuses_damaged_jpegs():
+    from mindplug._jpeg_batches import DecodeError, JpegCropBatches
+    from mindplug.ops import _library
+
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    buffers = {}
+    for fmt in ("JPEG", "PNG", "BMP"):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt)
+        buffers[fmt] = np.frombuffer(buffer.getvalue(), np.uint8)
+    decoder = JpegCropBatches((12, 16), (0.08, 1.0), (0.75, 4 / 3), 10, seed=1)
+    images = decoder.decode([buffers["JPEG"], buffers["PNG"], buffers["BMP"]], batch=5)
+    draws = decoder.draws(5, 3)
+    jpeg, _ = _library.decode_crop_jpegs([buffers["JPEG"]], draws[:1], decoder.scale, decoder.ratio, decoder.size)
+    np.testing.assert_array_equal(images[0], jpeg[0])
+    for i in (1, 2):
+        np.testing.assert_array_equal(images[i], _library.crop_resize_rgb(pixels, draws[i], decoder.scale,
+                                                                         decoder.ratio, decoder.size))
+    assert not np.array_equal(images[1], images[2])  # each image its own box
+    twice = [buffers["JPEG"]] * 2
+    np.testing.assert_array_equal(decoder.decode(twice, batch=7), decoder.decode(twice, 7))  # a batch's own draws
+    damaged = buffers["JPEG"].copy()
+    damaged[len(damaged) // 2:len(damaged) - 2:5] = 0xFF  # markers inside the entropy-coded data
+    with pytest.raises(DecodeError, match="image 1 of batch 0"):
+        decoder.decode([buffers["JPEG"], damaged])
+    with pytest.raises(DecodeError):
+        decoder.check(damaged)
+    decoder.check(buffers["PNG"])
+
+
+@needs_jpeg
+def test_batch_decode_survives_the_files_that_crashed_mindspores_decoder():
+    """libjpeg-turbo refuses or decodes them (no crash), even without the structure check in front."""
+    from mindplug._jpeg_batches import DecodeError, JpegCropBatches
+
+    decoder = JpegCropBatches((16, 16), (0.08, 1.0), (0.75, 4 / 3), 10, seed=0)
+    rng = np.random.default_rng(11)
+    good = _jpeg()
+    cases = list(_malformed().values())
+    for _ in range(150):
+        damaged = bytearray(good)
+        for at in rng.integers(3, len(good), int(rng.integers(1, 12))):
+            damaged[at] = int(rng.integers(0, 256))
+        cases.append(bytes(damaged[: int(rng.integers(len(good) // 2, len(good) + 1))]))
+    refused = 0
+    for case in cases:
+        try:
+            assert decoder.decode([np.frombuffer(case, np.uint8)]).shape == (1, 16, 16, 3)
+        except DecodeError:
+            refused += 1
+    assert refused >= 3
 
 
 # ---------------------------------------------------------------- arrays

@@ -1311,3 +1311,175 @@ def test_flip_images_leaves_other_layouts_to_numpy_and_refuses_bad_indices():
     assert not _library.flip_images(np.zeros((2, 3, 4, 8), np.float32)[..., ::2], np.array([0]), 3)  # strided
     with pytest.raises(MindplugError, match="outside the batch"):
         _library.flip_images(np.zeros((2, 3, 4, 4), np.float32), np.array([2]), 3)
+
+
+# ---------------------------------------------------------------- JPEG crop decode (data pipeline)
+def crop_box_ref(width, height, draws, scale, ratio):
+    """MindSpore's RandomResizedCrop box (x, y, w, h) from per-attempt numbers (area, log ratio, x, y)."""
+    import math
+
+    area, lo, hi = width * height, math.log(ratio[0]), math.log(ratio[1])
+    for u in draws:
+        r = math.exp(lo + u[1] * (hi - lo))
+        cw = round(math.sqrt(area * (scale[0] + u[0] * (scale[1] - scale[0])) * r))
+        ch = round(cw / r)
+        if 1 <= cw <= width and 1 <= ch <= height:
+            x, y = min(width - cw, int(u[2] * (width - cw + 1))), min(height - ch, int(u[3] * (height - ch + 1)))
+            return x, y, cw, ch
+    w, h = width, height
+    if width / height < ratio[0]:
+        h = min(max(round(width / ratio[0]), 1), height)
+    elif width / height > ratio[1]:
+        w = min(max(round(height * ratio[1]), 1), width)
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def bilinear_crop_ref(image, box, size):
+    """OpenCV's INTER_LINEAR resize of the (possibly fractional) box of ``image`` to ``size`` (h, w): pixel
+    centres, clamped to the box's pixels, in float64."""
+    x, y, w, h = box
+    rows, cols = image.shape[:2]
+
+    def taps(count, origin, extent, lo, hi):
+        pos = origin + (np.arange(count) + 0.5) * extent / count - 0.5
+        k = np.floor(pos).astype(int)
+        frac = pos - k
+        frac[k < lo], k[k < lo] = 0, lo
+        frac[k >= hi], k[k >= hi] = 0, hi
+        return k, np.minimum(k + 1, hi), frac
+
+    xa, xb, xw = taps(size[1], x, w, int(np.floor(x)), min(cols, int(np.ceil(x + w))) - 1)
+    ya, yb, yw = taps(size[0], y, h, int(np.floor(y)), min(rows, int(np.ceil(y + h))) - 1)
+    img = image.astype(np.float64)
+    top = img[ya][:, xa] * (1 - xw[None, :, None]) + img[ya][:, xb] * xw[None, :, None]
+    bottom = img[yb][:, xa] * (1 - xw[None, :, None]) + img[yb][:, xb] * xw[None, :, None]
+    return top * (1 - yw[:, None, None]) + bottom * yw[:, None, None]
+
+
+def smooth_rgb(rng, height, width):
+    from PIL import Image
+
+    base = rng.integers(0, 256, (max(2, height // 8), max(2, width // 8), 3)).astype(np.uint8)
+    image = np.asarray(Image.fromarray(base).resize((width, height), Image.BICUBIC)).astype(np.int16)
+    return np.clip(image + rng.integers(-6, 7, image.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(image, **options):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+needs_jpeg = pytest.mark.skipif(not _library.jpeg_crop_available(), reason="built without libjpeg-turbo")
+
+
+@SETTINGS
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 10), st.integers(1, 30), st.integers(1, 30),
+       st.data())
+def test_crop_resize_rgb_matches_numpy(height, width, attempts, out_h, out_w, data):
+    """The box MindSpore's RandomResizedCrop draws and OpenCV's bilinear resize of it, to the rounding."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    lo = float(rng.uniform(0.05, 1.0))
+    scale = (lo, float(rng.uniform(lo, 1.0)))
+    low_ratio = float(rng.uniform(0.3, 1.5))
+    ratio = (low_ratio, low_ratio * float(rng.uniform(1.0, 3.0)))
+    draws = rng.random((attempts, 4))
+    out = _library.crop_resize_rgb(image, draws, scale, ratio, (out_h, out_w))
+    want = bilinear_crop_ref(image, crop_box_ref(width, height, draws, scale, ratio), (out_h, out_w))
+    assert out.shape == (out_h, out_w, 3)
+    assert np.abs(out - want).max() <= 0.51
+
+
+@needs_jpeg
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(8, 160), st.integers(8, 160), st.sampled_from(["4:4:4", "4:2:2", "4:2:0", "grey"]),
+       st.integers(70, 95), st.booleans(), st.integers(2, 48), st.integers(2, 48), st.integers(1, 3), st.data())
+def test_jpeg_crops_match_pillows_decode_and_numpy(height, width, layout, quality, progressive, out_h, out_w, n,
+                                                   data):
+    """Each crop is Pillow's decode of the file (its draft at the DCT scale the decoder picks for a crop at
+    least twice the output) cut to the drawn box and resized bilinearly, to the rounding; baseline and
+    progressive, every chroma layout."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    scale = (0.08, 1.0) if rng.random() < 0.7 else (0.9, 1.0)
+    ratio = (3 / 4, 4 / 3)
+    files, images = [], []
+    for _ in range(n):
+        image = smooth_rgb(rng, height, width)
+        if layout == "grey":
+            encoded = jpeg_bytes(image[:, :, 0], quality=quality, progressive=progressive)
+        else:
+            encoded = jpeg_bytes(image, quality=quality, progressive=progressive,
+                                 subsampling={"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}[layout])
+        files.append(np.frombuffer(encoded, np.uint8))
+    draws = rng.random((n, 10, 4))
+    out, status = _library.decode_crop_jpegs(files, draws, scale, ratio, (out_h, out_w),
+                                             threads=int(rng.integers(1, 3)))
+    assert status.tolist() == [0] * n
+    for i, encoded in enumerate(files):
+        x, y, w, h = crop_box_ref(width, height, draws[i], scale, ratio)
+        eighths = 1
+        while eighths < 8 and (w * eighths < 8 * out_w or h * eighths < 8 * out_h):
+            eighths *= 2
+        with Image.open(io.BytesIO(encoded.tobytes())) as decoded:
+            if eighths < 8:
+                decoded.draft(decoded.mode, (max(1, width * eighths // 8), max(1, height * eighths // 8)))
+            pixels = np.asarray(decoded.convert("RGB"))
+        assert pixels.shape[:2] == (-(-height * eighths // 8), -(-width * eighths // 8))
+        s = eighths / 8
+        want = bilinear_crop_ref(pixels, (x * s, y * s, w * s, h * s), (out_h, out_w))
+        difference = np.abs(out[i] - want)
+        assert difference.max() <= 1.0, (i, (x, y, w, h), eighths)
+        if layout == "grey":
+            assert (out[i] == out[i][:, :, :1]).all()
+
+
+@needs_jpeg
+def test_jpeg_crops_report_files_they_do_not_decode():
+    """CMYK is left to the caller (status 1); damaged and truncated files are refused (2); the rest decode."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    image = smooth_rgb(rng, 48, 64)
+    good = jpeg_bytes(image, quality=90)
+    import io
+
+    cmyk = io.BytesIO()
+    Image.fromarray(image).convert("CMYK").save(cmyk, "JPEG")
+    damaged = bytearray(good)
+    start = good.rindex(b"\xff\xda") + 20
+    for k in range(start, len(good) - 2, 7):
+        damaged[k] = 0xFF if damaged[k] != 0xFF else 0x00
+    files = [good, cmyk.getvalue(), bytes(damaged), good[: len(good) // 2], b"\xff\xd8\xff\xe0" + bytes(64), good]
+    draws = np.zeros((len(files), 1, 4))  # the whole image (area 1, ratio 3/4 .. 4/3): every row is needed
+    out, status = _library.decode_crop_jpegs([np.frombuffer(f, np.uint8) for f in files], draws, (1.0, 1.0),
+                                             (0.75, 4 / 3), (24, 32))
+    assert status.tolist() == [0, 1, 2, 2, 2, 0]
+    np.testing.assert_array_equal(out[0], out[5])
+
+
+@needs_jpeg
+def test_jpeg_crops_refuse_bad_arguments():
+    from mindplug._errors import MindplugError
+
+    good = np.frombuffer(jpeg_bytes(smooth_rgb(np.random.default_rng(0), 16, 16)), np.uint8)
+    with pytest.raises(MindplugError, match=r"must be \(1, attempts, 4\)"):
+        _library.decode_crop_jpegs([good], np.zeros((1, 4)), (0.08, 1.0), (0.75, 1.33), (8, 8))
+    with pytest.raises(MindplugError, match="out of range"):
+        _library.decode_crop_jpegs([good], np.zeros((1, 1, 4)), (0.08, 1.0), (0.75, 1.33), (0, 8))
+    with pytest.raises(MindplugError, match="low <= high"):
+        _library.decode_crop_jpegs([good], np.zeros((1, 1, 4)), (0.5, 0.1), (0.75, 1.33), (8, 8))
+    with pytest.raises(MindplugError, match="not a JPEG file"):
+        _library.decode_crop_jpegs([good[:2]], np.zeros((1, 1, 4)), (0.08, 1.0), (0.75, 1.33), (8, 8))
+    with pytest.raises(MindplugError, match="HWC x 3"):
+        _library.crop_resize_rgb(np.zeros((4, 4), np.uint8), np.zeros((1, 4)), (0.08, 1.0), (0.75, 1.33), (8, 8))
+    out, status = _library.decode_crop_jpegs([], np.zeros((0, 1, 4)), (0.08, 1.0), (0.75, 1.33), (8, 8))
+    assert out.shape == (0, 8, 8, 3) and status.shape == (0,)
