@@ -237,8 +237,11 @@ def main() -> int:
     parser.add_argument("--skip-python-path", action="store_true", help="leave out the Pillow path")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    from mindplug import _jpeg_batches
+
     lines = [f"bench_data.py, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
-             f"load average at start {load:.2f}"]
+             f"load average at start {load:.2f}; mindplug decodes JPEG folders with "
+             f"{'its JPEG batches (libjpeg-turbo)' if _jpeg_batches.available() else 'MindSpore ops'}"]
     if not args.skip_jpeg:
         lines += bench_jpeg(args) + [""]
     if not args.skip_fmnist:

@@ -156,6 +156,7 @@ class Feed:
     decode: Any = None
     rebuild: Optional[Callable[[int], Any]] = None
     limit: Optional[int] = None
+    decoder: str = ""  # who decodes on the files path: "JPEG batches" (``_jpeg_batches``) or "MindSpore ops"
 
     def take(self, count: int) -> "Feed":
         """At most ``count`` batches per pass."""
@@ -316,7 +317,8 @@ def make_feed(source: Any, *, shuffle: bool, seed: int, num_shards: Optional[int
                                        num_parallel_workers=1, python_multiprocessing=False)
             return finish(data, ops, decoder and decoder.restarted(start))
 
-        return Feed(finish(data, ops, decoder), "files", file_rows, order, decoder.check if decoder else ops[0], rest)
+        return Feed(finish(data, ops, decoder), "files", file_rows, order, decoder.check if decoder else ops[0], rest,
+                    decoder="JPEG batches" if decoder else "MindSpore ops")
     pair = array_pair(source) if fast else None
     if pair is not None:
         images = array_channels(pair[0], channels)

@@ -758,3 +758,5 @@ def test_bench_data_phase_reads_the_recipes_pipeline(solid_tree, tmp_path, capsy
                                       "batch_size": 8, "num_classes": 3, "num_parallel_workers": 2}))
     row = _bench(["-c", str(recipe), "--phase", "data", "--steps", "6", "--json"], capsys)
     assert row["path"] == "files" and row["resolution"] == "16x16" and row["img_per_s"] > 0
+    assert row["decoder"] == ("JPEG batches" if _jpeg_batches.available() else "MindSpore ops")
+    assert row["decoder"] in row["kernel_layers"]

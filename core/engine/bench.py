@@ -79,11 +79,11 @@ def measure_data(job: Any, *, steps: int = 5, warmup: int = 2) -> List[Dict[str,
     seen = images = epoch = 0
     first = began = ended = 0.0
     shape: tuple = ()
-    path = ""
+    path = decoder = ""
     while seen < warmup + steps:
         pipeline = job.batches.pipeline(job.source, training=True, seed=epoch_seed(rt.seed, epoch), rank=rt.rank,
                                         world=rt.world)
-        path = pipeline.path
+        path, decoder = pipeline.path, pipeline.decoder
         for batch, labels in pipeline.batches():
             seen += 1
             now = time.perf_counter()
@@ -102,7 +102,8 @@ def measure_data(job: Any, *, steps: int = 5, warmup: int = 2) -> List[Dict[str,
     workers = job.batches.workers
     return [{"phase": "data", "model": job.model_name, "params_M": None, "batch_size": job.batches.batch_size,
              "resolution": f"{shape[-2]}x{shape[-1]}", "mode": "-", "workers": rt.world, "path": path,
-             "pipeline_workers": workers, "kernel_layers": f"data: {path}, {workers} worker(s)", "precision": "-",
+             "pipeline_workers": workers, "decoder": decoder,
+             "kernel_layers": f"data: {path}{f' ({decoder})' if decoder else ''}, {workers} worker(s)", "precision": "-",
              "compile_s": first, "ms_per_step": 1000.0 * elapsed / steps,
              "img_per_s": images * rt.world / elapsed}]
 

@@ -122,6 +122,11 @@ class Pipeline:
         return self.feed.dataset
 
     @property
+    def decoder(self) -> str:
+        """Who decodes image files on the 'files' path ('JPEG batches' or 'MindSpore ops'), else ''."""
+        return self.feed.decoder
+
+    @property
     def path(self) -> str:
         """How the source is read: 'files' (C++ decode), 'arrays' or 'python' (``mindplug._data``)."""
         return self.feed.path
