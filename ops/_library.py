@@ -95,6 +95,7 @@ def load() -> ctypes.CDLL:
         fn.argtypes, fn.restype = aot, ctypes.c_int
     lib.MindplugLastError.restype = ctypes.c_char_p
     lib.MindplugGemmBackend.restype = ctypes.c_char_p
+    lib.MindplugBf16Kernel.restype = ctypes.c_char_p
     lib.MindplugLoadDnnl.argtypes, lib.MindplugLoadDnnl.restype = [ctypes.c_char_p], ctypes.c_int
     lib.MindplugSetNumThreads.argtypes = [ctypes.c_int]
     lib.MindplugForceOwnGemm.argtypes = [ctypes.c_int]
@@ -122,6 +123,11 @@ PRECISIONS = ("float32", "bfloat16")
 def bf16_available() -> bool:
     """True when the CPU has AVX512_BF16 (detected at run time) and the kernels use their oneDNN sgemm."""
     return bool(load().MindplugBf16Available())
+
+
+def bf16_kernel() -> str:
+    """The kernel of the bf16 GEMMs: 'amx' (AMX tiles), 'avx512_bf16' (vdpbf16ps), or 'none'."""
+    return load().MindplugBf16Kernel().decode()
 
 
 def set_precision(precision: str) -> str:

@@ -6,6 +6,8 @@ ties agree bit for bit with the reference and the comparison can be tight.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -1020,16 +1022,41 @@ def test_kernels_pass_under_address_and_undefined_sanitizers(tmp_path, gemm_back
 BF16_TOL = 2e-2  # bf16 operands (8 significant bits), fp32 accumulation, relative to the output's scale
 
 
-@pytest.fixture
-def bf16(gemm_backend):
+@pytest.fixture(params=["best", "no-amx"])
+def bf16(gemm_backend, request):
     """The kernels switched to bfloat16 GEMMs; yields whether bf16 is in effect (only with oneDNN's GEMM on
-    a CPU with AVX512_BF16; the portable GEMM always computes in fp32)."""
-    effective = _library.set_precision("bfloat16")
-    assert _library.get_precision() == effective
-    if gemm_backend != "onednn":
-        assert effective == "float32", "the portable GEMM has no bf16 path: the request must fall back"
-    yield effective == "bfloat16"
-    assert _library.set_precision("float32") == "float32"
+    a CPU with AVX512_BF16; the portable GEMM always computes in fp32). On a CPU with AMX, once with its
+    tiles and once with the AVX512_BF16 kernel."""
+    lib = _library.load()
+    if request.param == "no-amx":
+        if gemm_backend != "onednn":
+            pytest.skip("the portable GEMM has no bf16 kernel to choose")
+        if _library.bf16_kernel() != "amx":
+            pytest.skip("no AMX here: the AVX512_BF16 kernel is the best one")
+        lib.MindplugForceBf16NoAmx(1)
+    try:
+        effective = _library.set_precision("bfloat16")
+        assert _library.get_precision() == effective
+        if gemm_backend != "onednn":
+            assert effective == "float32", "the portable GEMM has no bf16 path: the request must fall back"
+            assert _library.bf16_kernel() == "none"
+        elif effective == "bfloat16":
+            assert _library.bf16_kernel() == ("avx512_bf16" if request.param == "no-amx" else
+                                              ("amx" if _cpu_flags() >= {"amx_bf16", "amx_tile"} else "avx512_bf16"))
+        yield effective == "bfloat16"
+    finally:
+        assert _library.set_precision("float32") == "float32"
+        lib.MindplugForceBf16NoAmx(0)
+
+
+def _cpu_flags() -> set:
+    """The CPU's flags as Linux lists them (empty where /proc/cpuinfo is not there)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
 
 
 def test_precision_names_are_checked():
@@ -1132,32 +1159,28 @@ def test_bf16_gemm_panels_cover_every_product_once(bf16):
 @SETTINGS
 @given(st.integers(1, 2), st.integers(1, 21), st.integers(1, 53), st.integers(3, 13), st.integers(3, 13),
        st.sampled_from([1, 3]), st.data())
-def test_bf16_gemm_ragged_shapes_match_float64(n, c, o, h, w, k, data):
-    """The bf16 GEMM at shapes that fill no packing unit (rows not a multiple of 8, columns of 32 or 48, an
+def test_bf16_gemm_ragged_shapes_match_float64(bf16, n, c, o, h, w, k, data):
+    """The bf16 GEMM at shapes that fill no packing unit (rows not a multiple of 8 or 16, columns of 16, 32 or 48, an
     odd reduction length), forward and both gradients: on bf16-exact inputs only fp32 accumulation remains,
     so a padded row, column or k counted (or a real one dropped) shows far above the tolerance."""
-    if not _library.bf16_available():
+    if not bf16:
         pytest.skip("bf16 is not in effect with this GEMM / CPU")
-    _library.set_precision("bfloat16")
-    try:
-        rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
-        x = to_bf16(normal(rng, (n, c, h, w)))
-        wt = to_bf16(normal(rng, (o, c, k, k), 0.2))
-        pad = k // 2
-        cfg = np.array([1, 1, pad, pad, pad, pad, 1, 1, 1, 0, 0, 0, 0, 1, bits(ALPHA), bits(1e-3)], np.int64)
-        ref = conv_any_ref(x, wt.astype(np.float64), (1, 1), (pad, pad, pad, pad))
-        (y,) = call("ConvForward", [cfg, x, wt], [ref.shape])
-        scale = np.abs(ref).max() + 1e-30
-        assert np.abs(y - ref).max() / scale < 2e-5
-        dy = to_bf16(normal(rng, y.shape))
-        dx_ref, dw_ref = conv_any_grad_ref(dy.astype(np.float64), x, wt.astype(np.float64), (1, 1),
-                                           (pad, pad, pad, pad))
-        (dx,) = call("ConvBackwardData", [cfg, dy, y, x, wt], [x.shape])
-        (dw,) = call("ConvBackwardFilter", [cfg, dy, y, x, wt], [wt.shape])
-        for got, want in ((dx, dx_ref), (dw, dw_ref)):
-            assert np.abs(got - want).max() / (np.abs(want).max() + 1e-30) < 2e-5
-    finally:
-        _library.set_precision("float32")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**31 - 1)))
+    x = to_bf16(normal(rng, (n, c, h, w)))
+    wt = to_bf16(normal(rng, (o, c, k, k), 0.2))
+    pad = k // 2
+    cfg = np.array([1, 1, pad, pad, pad, pad, 1, 1, 1, 0, 0, 0, 0, 1, bits(ALPHA), bits(1e-3)], np.int64)
+    ref = conv_any_ref(x, wt.astype(np.float64), (1, 1), (pad, pad, pad, pad))
+    (y,) = call("ConvForward", [cfg, x, wt], [ref.shape])
+    scale = np.abs(ref).max() + 1e-30
+    assert np.abs(y - ref).max() / scale < 2e-5
+    dy = to_bf16(normal(rng, y.shape))
+    dx_ref, dw_ref = conv_any_grad_ref(dy.astype(np.float64), x, wt.astype(np.float64), (1, 1),
+                                       (pad, pad, pad, pad))
+    (dx,) = call("ConvBackwardData", [cfg, dy, y, x, wt], [x.shape])
+    (dw,) = call("ConvBackwardFilter", [cfg, dy, y, x, wt], [wt.shape])
+    for got, want in ((dx, dx_ref), (dw, dw_ref)):
+        assert np.abs(got - want).max() / (np.abs(want).max() + 1e-30) < 2e-5
 
 
 def to_bf16(a):

@@ -5,6 +5,8 @@
 // a shared free list and nothing is allocated per call: the GEMM needs no more memory than fp32's.
 #include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -19,11 +21,22 @@ namespace mp {
 namespace {
 
 std::atomic<int> g_precision{0};  // 0 fp32, 1 bf16; written from Python while kernels may run
+std::atomic<bool> g_amx_off{false};  // the tests run the AVX512_BF16 kernel on AMX CPUs too
 
 bool cpu_has_avx512_bf16() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
   return (a >> 5) & 1u;  // CPUID.(EAX=7,ECX=1):EAX[5] = AVX512_BF16
+}
+
+// AMX-BF16 and AMX-TILE in CPUID, and Linux's permission for the tile data state (asked once per process;
+// a kernel without AMX support refuses it, and the AVX512_BF16 kernel runs instead).
+bool cpu_has_amx_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!((d >> 22) & 1u) || !((d >> 24) & 1u)) return false;
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
 // A and B are packed once into the layout vdpbf16ps reads, and C is accumulated in registers.
@@ -217,7 +230,7 @@ void run_tiles(bool ta, const uint32_t *ap, const uint32_t *bp, int64_t pairs, i
 }
 
 struct Packed {
-  std::vector<uint32_t> a, b;
+  std::vector<uint32_t> a, b, t;  // t: the AMX packing's transposition scratch
 };
 std::mutex g_packed_mu;
 std::vector<std::unique_ptr<Packed>> g_free_packed;
@@ -251,6 +264,133 @@ int64_t even_block(int64_t extent, int64_t target, int64_t unit) {
   return (size + unit - 1) / unit * unit;
 }
 
+
+// ---- AMX: the same bf16 rounding (vcvtne2ps2bf16 as the operands are packed), products accumulated in
+// fp32 by tdpbf16ps on 16 x 16 tiles of C. A is packed in strips of 16 rows, each row's pairs in order
+// (the A tile's rows), B in strips of 16 columns, pair-major (the B tile's rows); the pairs of a K block
+// are padded with zeros to a multiple of 16, rows and columns past M and N too.
+constexpr int64_t kTile = 16;
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+__attribute__((target("avx512f,avx512bw,avx512bf16")))
+void amx_pack_a(bool ta, const float *A, int64_t lda, int64_t M, int64_t k0, int64_t kb, int64_t padded,
+                uint32_t *dst, std::vector<uint32_t> &scratch) {
+  const int64_t pairs = (kb + 1) / 2;
+  if (ta && scratch.size() < static_cast<size_t>(padded * kTile)) scratch.resize(static_cast<size_t>(padded * kTile));
+  for (int64_t i0 = 0; i0 < M; i0 += kTile) {
+    uint32_t *strip = dst + (i0 / kTile) * kTile * padded;
+    const int64_t rows = M - i0 < kTile ? M - i0 : kTile;
+    if (!ta) {  // A(i, k) = A[i * lda + k]: each row's pairs straight from its storage
+      for (int64_t r = 0; r < kTile; ++r)
+        for (int64_t p0 = 0; p0 < padded; p0 += 16)
+          _mm512_storeu_si512(strip + r * padded + p0,
+                              r < rows && p0 < pairs ? pairs_of(A + (i0 + r) * lda + k0 + 2 * p0, kb - 2 * p0)
+                                                     : _mm512_setzero_si512());
+      continue;
+    }
+    // A(i, k) = A[k * lda + i]: pair-major first ([p][r]), then sixteen pairs of sixteen rows transposed
+    uint32_t *t = scratch.data();
+    for (int64_t p = 0; p < padded; ++p) {
+      const float *lo = A + (k0 + 2 * p) * lda + i0;
+      if (p < pairs) pairs_across(lo, 2 * p + 1 < kb ? lo + lda : nullptr, rows, kTile, t + p * kTile);
+      else std::memset(t + p * kTile, 0, kTile * sizeof(uint32_t));
+    }
+    for (int64_t p0 = 0; p0 < padded; p0 += 16) {
+      __m512i r[16];
+      for (int q = 0; q < 16; ++q) r[q] = _mm512_loadu_si512(t + (p0 + q) * kTile);
+      transpose16(r);
+      for (int q = 0; q < 16; ++q) _mm512_storeu_si512(strip + q * padded + p0, r[q]);
+    }
+  }
+}
+
+void amx_pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t kb, int64_t n0, int64_t nb,
+                int64_t padded, uint32_t *dst) {
+  const int64_t pairs = (kb + 1) / 2;
+  for (int64_t j0 = 0; j0 < nb; j0 += kTile) {
+    uint32_t *strip = dst + (j0 / kTile) * kTile * padded;
+    pack_b(tb, B, ldb, k0, kb, n0 + j0, nb - j0 < kTile ? nb - j0 : kTile, kTile, strip);
+    std::memset(strip + pairs * kTile, 0, static_cast<size_t>((padded - pairs) * kTile) * sizeof(uint32_t));
+  }
+}
+
+// C(TM x TN tiles; rows < rows, columns < cols) = alpha * A.B + (first ? beta * C : C). Full tiles with
+// alpha 1 go straight between C and the tile registers; the rest through `buf` (TM * TN * 256 floats).
+template <int TM, int TN>
+__attribute__((target("amx-tile,amx-bf16,avx512f"))) void amx_block(const uint32_t *a, const uint32_t *b,
+                                                                    int64_t padded, float alpha, float beta,
+                                                                    bool first, float *C, int64_t ldc,
+                                                                    int64_t rows, int64_t cols, float *buf) {
+  const bool direct = alpha == 1.f && (first ? beta == 0.f : true) && rows == TM * kTile && cols == TN * kTile;
+  const bool load_c = direct && !first;
+  const int64_t cstride = ldc * static_cast<int64_t>(sizeof(float));
+  if (load_c) {
+    _tile_loadd(0, C, cstride);
+    if (TN > 1) _tile_loadd(1, C + kTile, cstride);
+    if (TM > 1) _tile_loadd(2, C + kTile * ldc, cstride);
+    if (TM > 1 && TN > 1) _tile_loadd(3, C + kTile * ldc + kTile, cstride);
+  } else {
+    _tile_zero(0);
+    if (TN > 1) _tile_zero(1);
+    if (TM > 1) _tile_zero(2);
+    if (TM > 1 && TN > 1) _tile_zero(3);
+  }
+  const int64_t astride = padded * static_cast<int64_t>(sizeof(uint32_t)), bstride = kTile * sizeof(uint32_t);
+  for (int64_t p0 = 0; p0 < padded; p0 += 16) {
+    _tile_loadd(4, a + p0, astride);
+    if (TM > 1) _tile_loadd(5, a + kTile * padded + p0, astride);
+    _tile_loadd(6, b + p0 * kTile, bstride);
+    if (TN > 1) _tile_loadd(7, b + kTile * padded + p0 * kTile, bstride);
+    _tile_dpbf16ps(0, 4, 6);
+    if (TN > 1) _tile_dpbf16ps(1, 4, 7);
+    if (TM > 1) _tile_dpbf16ps(2, 5, 6);
+    if (TM > 1 && TN > 1) _tile_dpbf16ps(3, 5, 7);
+  }
+  if (direct) {
+    _tile_stored(0, C, cstride);
+    if (TN > 1) _tile_stored(1, C + kTile, cstride);
+    if (TM > 1) _tile_stored(2, C + kTile * ldc, cstride);
+    if (TM > 1 && TN > 1) _tile_stored(3, C + kTile * ldc + kTile, cstride);
+    return;
+  }
+  constexpr int64_t kBytes = kTile * sizeof(float);
+  _tile_stored(0, buf, kBytes);
+  if (TN > 1) _tile_stored(1, buf + 256, kBytes);
+  if (TM > 1) _tile_stored(2, buf + 512, kBytes);
+  if (TM > 1 && TN > 1) _tile_stored(3, buf + 768, kBytes);
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = buf + (r / kTile) * 512 + (r % kTile) * kTile;
+    for (int64_t h = 0; h * kTile < cols; ++h) {
+      const int64_t left = cols - h * kTile;
+      const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
+      float *c = C + r * ldc + h * kTile;
+      __m512 v = _mm512_mul_ps(va, _mm512_loadu_ps(row + h * 256));
+      if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c));
+      else if (beta != 0.f) v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, c)));
+      _mm512_mask_storeu_ps(c, m, v);
+    }
+  }
+}
+
+__attribute__((target("amx-tile"))) void amx_configure() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = kTile;
+    cfg.colsb[t] = 64;
+  }
+  // not _tile_loadconfig: GCC's operand for it covers only the first 8 bytes, so the stores of the rows and
+  // column widths were dropped as dead
+  asm volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+__attribute__((target("amx-tile"))) void amx_release() { _tile_release(); }
+
 bool own_bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                    const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   const PackedLease lease;
@@ -276,6 +416,44 @@ bool own_bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
   return true;
 }
 
+// K in blocks of about kKC (a multiple of 32), N in blocks of about kNC; 32 x 32 blocks of C (2 x 2 tiles)
+// where M and N allow, 16 wide at their ragged ends.
+bool amx_bf16_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+  const PackedLease lease;
+  std::vector<uint32_t> &ap = lease.packed->a, &bp = lease.packed->b;
+  alignas(64) float buf[4 * 256];
+  const int64_t strips_m = (M + kTile - 1) / kTile;
+  const int64_t kc = even_block(K, kKC, 32), nc = even_block(N, kNC, 2 * kTile);
+  amx_configure();
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kb = K - k0 < kc ? K - k0 : kc, padded = ((kb + 1) / 2 + 15) / 16 * 16;
+    if (ap.size() < static_cast<size_t>(strips_m * kTile * padded)) ap.resize(static_cast<size_t>(strips_m * kTile * padded));
+    amx_pack_a(ta, A, lda, M, k0, kb, padded, ap.data(), lease.packed->t);
+    const bool first = k0 == 0;
+    for (int64_t n0 = 0; n0 < N; n0 += nc) {
+      const int64_t nb = N - n0 < nc ? N - n0 : nc, strips_n = (nb + kTile - 1) / kTile;
+      if (bp.size() < static_cast<size_t>(strips_n * kTile * padded)) bp.resize(static_cast<size_t>(strips_n * kTile * padded));
+      amx_pack_b(tb, B, ldb, k0, kb, n0, nb, padded, bp.data());
+      for (int64_t sm = 0; sm < strips_m; sm += 2) {
+        const int64_t rows = M - sm * kTile < 2 * kTile ? M - sm * kTile : 2 * kTile;
+        const uint32_t *a = ap.data() + sm * kTile * padded;
+        for (int64_t sn = 0; sn < strips_n; sn += 2) {
+          const int64_t cols = nb - sn * kTile < 2 * kTile ? nb - sn * kTile : 2 * kTile;
+          const uint32_t *b = bp.data() + sn * kTile * padded;
+          float *c = C + sm * kTile * ldc + n0 + sn * kTile;
+          if (rows > kTile && cols > kTile) amx_block<2, 2>(a, b, padded, alpha, beta, first, c, ldc, rows, cols, buf);
+          else if (rows > kTile) amx_block<2, 1>(a, b, padded, alpha, beta, first, c, ldc, rows, cols, buf);
+          else if (cols > kTile) amx_block<1, 2>(a, b, padded, alpha, beta, first, c, ldc, rows, cols, buf);
+          else amx_block<1, 1>(a, b, padded, alpha, beta, first, c, ldc, rows, cols, buf);
+        }
+      }
+    }
+  }
+  amx_release();
+  return true;
+}
+
 }  // namespace
 
 int precision() { return g_precision.load(std::memory_order_relaxed); }
@@ -288,9 +466,16 @@ bool bf16_available() {
 
 // K in blocks of about kKC (evenly split), N in blocks of about kNC: the packed B block stays in L2, a strip
 // of packed A in L1. Later K blocks accumulate into C.
+bool amx_available() {
+  static const bool cpu = cpu_has_amx_bf16();
+  return cpu && bf16_available();
+}
+
 bool sgemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (!bf16_available()) return false;
+  if (amx_available() && !g_amx_off.load(std::memory_order_relaxed))
+    return amx_bf16_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return own_bf16_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
@@ -314,3 +499,14 @@ MP_EXPORT int MindplugBf16Available() {
     return 0;
   }
 }
+// The bf16 GEMM kernel in effect when bf16 is asked for: "amx", "avx512_bf16", or "none" (fp32 only).
+MP_EXPORT const char *MindplugBf16Kernel() {
+  try {
+    if (!mp::bf16_available()) return "none";
+    return mp::amx_available() && !mp::g_amx_off.load(std::memory_order_relaxed) ? "amx" : "avx512_bf16";
+  } catch (...) {
+    return "none";
+  }
+}
+// 1 keeps the bf16 GEMMs on the AVX512_BF16 kernel even where AMX is usable (the tests cover both).
+MP_EXPORT void MindplugForceBf16NoAmx(int off) { mp::g_amx_off.store(off != 0, std::memory_order_relaxed); }
