@@ -171,6 +171,15 @@ void pack_b(bool tb, const float *B, int64_t ldb, int64_t k0, int64_t kb, int64_
   }
 }
 
+// c[m] = alpha * acc + (first ? beta * c : c), alpha and beta broadcast in va and vb: the GEMMs' epilogue.
+__attribute__((target("avx512f"))) inline void combine_store(float *c, __mmask16 m, __m512 acc, __m512 va,
+                                                             __m512 vb, float beta, bool first) {
+  __m512 v = _mm512_mul_ps(va, acc);
+  if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c));
+  else if (beta != 0.f) v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, c)));
+  _mm512_mask_storeu_ps(c, m, v);
+}
+
 // C(kMR x 16 NV tile; rows < rows, columns < cols) = alpha * a_strip . b_strip + (first ? beta * C : C).
 template <bool kPairMajor, int NV>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void micro_tile(const uint32_t *a, const uint32_t *b,
@@ -204,10 +213,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void micro_tile(const uin
         _mm512_mask_storeu_ps(c, m, acc[r][h]);
         continue;
       }
-      __m512 v = _mm512_mul_ps(va, acc[r][h]);
-      if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c));
-      else if (beta != 0.f) v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, c)));
-      _mm512_mask_storeu_ps(c, m, v);
+      combine_store(c, m, acc[r][h], va, vb, beta, first);
     }
   }
 }
@@ -263,7 +269,6 @@ int64_t even_block(int64_t extent, int64_t target, int64_t unit) {
   const int64_t size = (extent + blocks - 1) / blocks;
   return (size + unit - 1) / unit * unit;
 }
-
 
 // ---- AMX: the same bf16 rounding (vcvtne2ps2bf16 as the operands are packed), products accumulated in
 // fp32 by tdpbf16ps on 16 x 16 tiles of C. A is packed in strips of 16 rows, each row's pairs in order
@@ -326,7 +331,7 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void amx_block(const uint32
                                                                     int64_t padded, float alpha, float beta,
                                                                     bool first, float *C, int64_t ldc,
                                                                     int64_t rows, int64_t cols, float *buf) {
-  const bool direct = alpha == 1.f && (first ? beta == 0.f : true) && rows == TM * kTile && cols == TN * kTile;
+  const bool direct = alpha == 1.f && (!first || beta == 0.f) && rows == TM * kTile && cols == TN * kTile;
   const bool load_c = direct && !first;
   const int64_t cstride = ldc * static_cast<int64_t>(sizeof(float));
   if (load_c) {
@@ -370,10 +375,7 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void amx_block(const uint32
       const int64_t left = cols - h * kTile;
       const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << left) - 1u);
       float *c = C + r * ldc + h * kTile;
-      __m512 v = _mm512_mul_ps(va, _mm512_loadu_ps(row + h * 256));
-      if (!first) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, c));
-      else if (beta != 0.f) v = _mm512_add_ps(v, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, c)));
-      _mm512_mask_storeu_ps(c, m, v);
+      combine_store(c, m, _mm512_loadu_ps(row + h * 256), va, vb, beta, first);
     }
   }
 }
