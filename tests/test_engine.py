@@ -161,6 +161,18 @@ def test_mindplug_validate_json_from_a_state_file(trained):
     assert result["count"] == 48 and set(result) >= {"top1", "top5", "loss"}
 
 
+def test_validate_with_val_tta_hflip_scores_the_mirror_too(trained):
+    ckpt = os.path.join(trained["dir"], "googlenet-2_3.ckpt")
+    results = {}
+    for tta in ("none", "hflip"):
+        proc = run(["mindplug", "validate", "-c", trained["cfg"], "--ckpt_path", ckpt, "--val_tta", tta, "--json"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("test-time augmentation 'hflip'" in proc.stdout + proc.stderr) == (tta == "hflip")
+        results[tta] = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert results["hflip"]["count"] == results["none"]["count"] == 48
+    assert results["hflip"]["loss"] != pytest.approx(results["none"]["loss"], rel=1e-6)
+
+
 def test_predict_table_and_json_with_class_names(trained):
     images = sample_images(trained["tmp"])
     ckpt = os.path.join(trained["dir"], "googlenet-best.ckpt")
@@ -183,7 +195,7 @@ def test_ema_accumulation_clipping_and_dynamic_loss_scale_train(tmp_path):
     tmp = str(tmp_path)
     cfg = recipe(tmp, "t", model="tinynet", image_resize=16, epoch_size=2, ema=True, ema_decay=0.5,
                  clip_grad=True, clip_value=1.0, gradient_accumulation_steps=2, loss_scale_type="dynamic",
-                 loss_scale=256.0, keep_checkpoint_max=1, mode=1)
+                 loss_scale=256.0, keep_checkpoint_max=1, mode=1, val_tta="hflip")
     proc = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg])
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = os.path.join(tmp, "t")
@@ -199,6 +211,17 @@ def test_ema_accumulation_clipping_and_dynamic_loss_scale_train(tmp_path):
     # the weights file holds the EMA weights, the state file both
     assert np.array_equal(weights["classifier.weight"].asnumpy(), state["ema.classifier.weight"].asnumpy())
     assert not np.array_equal(state["classifier.weight"].asnumpy(), state["ema.classifier.weight"].asnumpy())
+    # the validation after each epoch scored the mirror too (val_tta), as validate of the same weights does
+    with open(os.path.join(folder, "log.json"), encoding="utf-8") as handle:
+        logged = json.load(handle)[-1]["val_loss"]
+    scores = {}
+    for tta in ("hflip", "none"):
+        proc = run([sys.executable, tiny_cli(tmp), "validate", "-c", cfg, "--ckpt_path",
+                    os.path.join(folder, "tinynet-2_3.ckpt"), "--val_tta", tta, "--json"])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        scores[tta] = json.loads(proc.stdout[proc.stdout.index("{"):])["loss"]
+    assert scores["hflip"] == pytest.approx(logged, rel=1e-5)
+    assert scores["none"] != pytest.approx(logged, rel=1e-5)
 
 
 # ---------------------------------------------------------------- errors: clear, non-zero, before long work

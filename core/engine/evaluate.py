@@ -38,11 +38,12 @@ def evaluate(net: Any, pipeline: Pipeline, num_classes: int, *, distributed: boo
             "count": int(totals[3]), "seconds": time.perf_counter() - start}
 
 
-def eval_step(net: Any, num_classes: int) -> Any:
-    """The cell that counts one batch's top-1/top-5 hits and summed loss for ``net``."""
+def eval_step(net: Any, num_classes: int, tta: str = "none") -> Any:
+    """The cell that counts one batch's top-1/top-5 hits and summed loss for ``net`` (with ``tta``
+    'hflip': of the mean logits of each image and its mirror)."""
     from .steps import EvalStep
 
-    return EvalStep(net, min(5, num_classes))
+    return EvalStep(net, min(5, num_classes), hflip=tta == "hflip")
 
 
 def validate(job: Any) -> Dict[str, float]:
@@ -51,5 +52,7 @@ def validate(job: Any) -> Dict[str, float]:
 
     rt = job.runtime
     pipeline = job.batches.pipeline(job.source, training=False, seed=rt.seed, rank=rt.rank, world=rt.world)
-    LOG.info(f"validating {job.label} on {len(job.source)} images of split '{job.split}'")
-    return evaluate(job.net, pipeline, job.num_classes, distributed=rt.distributed)
+    tta = "" if job.tta == "none" else f" with test-time augmentation '{job.tta}'"
+    LOG.info(f"validating {job.label} on {len(job.source)} images of split '{job.split}'{tta}")
+    return evaluate(job.net, pipeline, job.num_classes, distributed=rt.distributed,
+                    step=eval_step(job.net, job.num_classes, job.tta))

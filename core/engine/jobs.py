@@ -42,6 +42,8 @@ class TrainingJob:
     steps: int
     batches: Batches
     resume: Optional[st.ResumePoint]
+    #: test-time augmentation of the validation after each epoch (val_tta)
+    tta: str = "none"
 
     @property
     def model_name(self) -> str:
@@ -104,7 +106,8 @@ def training_job(recipe: Recipe) -> TrainingJob:
     batches = batches_for(s.data, transforms, runtime.workers, num_classes)
     return TrainingJob(build.named(recipe, parts), runtime, s.train, model, net, loss_fn, optimizer, lrs,
                        train_source, val_source,
-                       num_classes, class_names_of(train_source, num_classes), steps, batches, resume)
+                       num_classes, class_names_of(train_source, num_classes), steps, batches, resume,
+                       s.train.val_tta)
 
 
 def _check_optimizer(optimizer: Any) -> None:
@@ -140,6 +143,8 @@ class EvaluationJob:
     batches: Batches
     label: str
     split: str
+    #: test-time augmentation (val_tta)
+    tta: str = "none"
 
 
 def evaluation_job(recipe: Recipe) -> EvaluationJob:
@@ -170,7 +175,8 @@ def evaluation_job(recipe: Recipe) -> EvaluationJob:
     if data_classes > classes:
         raise ConfigError(f"the validation data has {data_classes} classes, the network {classes}")
     batches = batches_for(s.data, build.transform_keys(s.transforms, s.model.in_channels), runtime.workers)
-    return EvaluationJob(runtime, net, classes, source, batches, ckpt or "pretrained weights", s.data.val_split)
+    return EvaluationJob(runtime, net, classes, source, batches, ckpt or "pretrained weights", s.data.val_split,
+                         s.train.val_tta)
 
 
 @dataclass

@@ -186,6 +186,9 @@ class TrainSection:
     epoch_size: int = key(90, "training epochs")
     val_while_train: bool = key(False, "validate during training and keep the best checkpoint")
     val_interval: int = key(1, "validate every this many epochs")
+    val_tta: Literal["none", "hflip"] = key(
+        "none", "test-time augmentation in validation and validate: hflip scores the mean of each image's "
+        "logits and its mirror's (twice the inference work)")
     log_interval: int = key(100, "log a line every this many steps when not on a terminal")
     progress: Literal["auto", "bar", "log", "none"] = key("auto", "progress bar: auto (on a terminal), bar, log, none")
     resume: Resume = key("", "continue a run: True = latest state in ckpt_save_dir, or a checkpoint path")

@@ -163,21 +163,27 @@ class EMA(nn.Cell):
 class EvalStep(nn.Cell):
     """Top-1 and top-k hit counts and the summed cross-entropy of one batch (counts, so ranks can sum)."""
 
-    def __init__(self, net: nn.Cell, k: int):
+    def __init__(self, net: nn.Cell, k: int, hflip: bool = False):
         super().__init__(auto_prefix=False)
         self.net = net
         self.k = k
+        self.hflip = hflip
         self.ce = nn.CrossEntropyLoss(reduction="sum")
 
     def construct(self, images: Tensor, labels: Tensor) -> Any:
-        logits = self.net(images)
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        logits = logits.astype(ms.float32)
+        logits = self.logits(images)
+        if self.hflip:  # test-time augmentation: the mean with the mirrored image's logits
+            logits = (logits + self.logits(ops.flip(images, (-1,)))) / 2
         loss = self.ce(logits, labels)
         top = ops.topk(logits, self.k)[1]
         hits = ops.equal(top, labels.reshape((-1, 1))).astype(ms.float32)
         return hits[:, 0].sum(), hits.sum(), loss
+
+    def logits(self, images: Tensor) -> Tensor:
+        logits = self.net(images)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        return logits.astype(ms.float32)
 
 
 class FlatGradReducer(nn.Cell):
