@@ -42,8 +42,6 @@ class TrainingJob:
     steps: int
     batches: Batches
     resume: Optional[st.ResumePoint]
-    #: test-time augmentation of the validation after each epoch (val_tta)
-    tta: str = "none"
 
     @property
     def model_name(self) -> str:
@@ -106,8 +104,7 @@ def training_job(recipe: Recipe) -> TrainingJob:
     batches = batches_for(s.data, transforms, runtime.workers, num_classes)
     return TrainingJob(build.named(recipe, parts), runtime, s.train, model, net, loss_fn, optimizer, lrs,
                        train_source, val_source,
-                       num_classes, class_names_of(train_source, num_classes), steps, batches, resume,
-                       s.train.val_tta)
+                       num_classes, class_names_of(train_source, num_classes), steps, batches, resume)
 
 
 def _check_optimizer(optimizer: Any) -> None:

@@ -324,7 +324,7 @@ class Trainer:
                                              rank=self.rt.rank, world=self.rt.world)
         apply_precision(self.rt, self.rt.val_precision)
         if self._eval_step is None:  # one cell for the run: its graph is compiled once, not every epoch
-            self._eval_step = eval_step(self.net, self.num_classes, self.job.tta)
+            self._eval_step = eval_step(self.net, self.num_classes, self.job.train.val_tta)
         run = functools.partial(evaluate, self.net, pipeline, self.num_classes, distributed=self.rt.distributed,
                                 step=self._eval_step)
         if self.ema is None:
