@@ -55,7 +55,7 @@ def all_finite(grads: Any) -> Tensor:
     inf or NaN element makes its sum non-finite; only finite sums beyond 3e38 would count as overflow).
 
     One reduction per tensor and one check, where ``ms.amp.all_finite`` runs IsFinite and ReduceAll on
-    every tensor, whose CPU kernels cost a tenth of a GoogLeNet training step.
+    every tensor, whose CPU kernels are slow enough to show in a step's time.
     """
     return ops.isfinite(ops.addn(ops.HyperMap()(_sum32, grads)))
 
