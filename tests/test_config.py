@@ -143,3 +143,13 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     assert isinstance(again, Recipe)
     assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in cfg.items() if k != "config"}
+
+
+@pytest.mark.parametrize("sizes, epochs, message", [
+    ("32,48", "1", "has 2 value"), ("32,48", "2,5", "begin at epoch 1"), ("32,48", "1,1", "after the one before"),
+    ("0,48", "1,3", "at least 1 px"), ("32,48", "1,11", "after the last epoch")])
+def test_progressive_resizing_schedule_is_checked(sizes, epochs, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [("epoch_size", "10"), ("progressive_sizes", sizes), ("progressive_epochs", epochs)])
+    ok = load_config(None, [("epoch_size", "10"), ("progressive_sizes", "32,40,48"), ("progressive_epochs", "1,4,8")])
+    assert ok["progressive_sizes"] == [32, 40, 48] and ok["progressive_epochs"] == [1, 4, 8]

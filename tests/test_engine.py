@@ -224,6 +224,28 @@ def test_ema_accumulation_clipping_and_dynamic_loss_scale_train(tmp_path):
     assert scores["none"] != pytest.approx(logged, rel=1e-5)
 
 
+def test_progressive_resizing_trains_each_epoch_at_its_size(tmp_path):
+    tmp = str(tmp_path)
+    cfg = recipe(tmp, "r", model="tinynet", image_resize=16, epoch_size=3, progressive_sizes=[8, 12, 16],
+                 progressive_epochs=[1, 2, 3], keep_checkpoint_max=1)
+    proc = run([sys.executable, tiny_cli(tmp), "train", "-c", cfg])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(tmp, "r", "log.json"), encoding="utf-8") as handle:
+        history = json.load(handle)
+    assert [row["train_size"] for row in history] == [8, 12, 16]
+    assert all(row["val_images"] == 48 for row in history)  # validated at the eval pipeline's 16 px each epoch
+    for epoch, size in ((1, 8), (2, 12), (3, 16)):
+        assert f"epoch {epoch}/3 at {size} px" in proc.stdout + proc.stderr
+    # the network really saw 8 px images in epoch 1: the same run without the schedule has another loss
+    plain = recipe(tmp, "p", model="tinynet", image_resize=16, epoch_size=3, keep_checkpoint_max=1)
+    proc = run([sys.executable, tiny_cli(tmp), "train", "-c", plain])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(tmp, "p", "log.json"), encoding="utf-8") as handle:
+        first = json.load(handle)[0]
+    assert "train_size" not in first
+    assert first["train_loss"] != pytest.approx(history[0]["train_loss"], rel=1e-6)
+
+
 # ---------------------------------------------------------------- errors: clear, non-zero, before long work
 
 def _fails_fast(proc: subprocess.CompletedProcess, started: float, *needles: str) -> None:

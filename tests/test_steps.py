@@ -96,3 +96,44 @@ def test_a_non_finite_step_is_reported_and_skipped_when_asked(skip: bool) -> Non
             np.testing.assert_array_equal(a, b)
     else:
         assert not all(np.isfinite(w).all() for w in after)
+
+
+def _bilinear(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Half-pixel-centre bilinear resize of NCHW images (the edge pixel repeated), in float64."""
+    def axis(size_in: int, size_out: int):
+        where = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
+        low = np.floor(where).astype(int)
+        return low, np.minimum(low + 1, size_in - 1), where - low
+
+    top, bottom, fy = axis(images.shape[2], height)
+    left, right, fx = axis(images.shape[3], width)
+    rows = images[:, :, top] * (1 - fy)[:, None] + images[:, :, bottom] * fy[:, None]
+    return rows[..., left] * (1 - fx) + rows[..., right] * fx
+
+
+class _Images(nn.Cell):
+    """A 'loss' that returns what the network gave it, so WithLoss's input reaches the test."""
+
+    def construct(self, logits, labels):
+        return logits
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_progressive_resize_matches_a_numpy_bilinear_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(5, 30, 2))
+    size = int(rng.integers(3, 40))
+    images = rng.standard_normal((2, 3, height, width)).astype(np.float32)
+    out = WithLoss(nn.Identity(), _Images(), size)(Tensor(images), Tensor(np.zeros(2, np.int32))).asnumpy()
+    short = min(height, width)
+    expect_shape = (size, max(1, round(width * size / short))) if height <= width else \
+        (max(1, round(height * size / short)), size)
+    assert out.shape == (2, 3) + expect_shape
+    np.testing.assert_allclose(out, _bilinear(images.astype(np.float64), *expect_shape), rtol=1e-5, atol=1e-5)
+
+
+def test_progressive_size_follows_the_schedule() -> None:
+    from mindplug.engine.steps import progressive_size
+
+    assert [progressive_size([32, 40, 48], [1, 3, 6], e) for e in range(7)] == [32, 32, 40, 40, 40, 48, 48]
+    assert progressive_size([], [], 4) is None

@@ -189,6 +189,12 @@ class TrainSection:
     val_tta: Literal["none", "hflip"] = key(
         "none", "test-time augmentation in validation and validate: hflip scores the mean of each image's "
         "logits and its mirror's (twice the inference work)")
+    progressive_sizes: List[int] = key(
+        [], "progressive resizing: the training step resizes each batch (bilinear, aspect kept) so its shorter "
+        "side is this many px, one size per entry of progressive_epochs; validation keeps the eval pipeline's "
+        "size. Early epochs at a small size cost less; end at the size the model is validated at")
+    progressive_epochs: List[int] = key([], "the epochs (from 1) at which each of progressive_sizes begins; the "
+                                            "first is 1, and they increase")
     log_interval: int = key(100, "log a line every this many steps when not on a terminal")
     progress: Literal["auto", "bar", "log", "none"] = key("auto", "progress bar: auto (on a terminal), bar, log, none")
     resume: Resume = key("", "continue a run: True = latest state in ckpt_save_dir, or a checkpoint path")

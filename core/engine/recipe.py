@@ -437,6 +437,7 @@ def _check(values: Dict[str, Any]) -> None:
     if len(values["mean"]) != len(values["std"]):
         raise ConfigError(f"'mean' has {len(values['mean'])} values but 'std' has {len(values['std'])}; give one "
                           f"per channel")
+    _check_progressive(values["progressive_sizes"], values["progressive_epochs"], values["epoch_size"])
     jitter = values["color_jitter"]
     if isinstance(jitter, list):
         if len(jitter) == 1:
@@ -452,6 +453,24 @@ def _check(values: Dict[str, Any]) -> None:
                               f"{did_you_mean(unknown[0], ['allow', 'block', 'prefer'])}; use allow, block or prefer")
         if plugins.get("prefer") is not None and not isinstance(plugins["prefer"], Mapping):
             raise ConfigError("'plugins.prefer' must map component names to plugin names, e.g. {googlenet: mine}")
+
+
+def _check_progressive(sizes: List[int], epochs: List[int], epoch_size: int) -> None:
+    if len(sizes) != len(epochs):
+        raise ConfigError(f"'progressive_sizes' has {len(sizes)} value(s) but 'progressive_epochs' has {len(epochs)}; "
+                          f"give the epoch at which each size begins, e.g. progressive_sizes: [32, 48] with "
+                          f"progressive_epochs: [1, 15]")
+    if not sizes:
+        return
+    if any(size < 1 for size in sizes):
+        raise ConfigError(f"'progressive_sizes' = {sizes}: image sizes must be at least 1 px")
+    if epochs[0] != 1:
+        raise ConfigError(f"'progressive_epochs' = {epochs}: the first size must begin at epoch 1")
+    if any(later <= earlier for earlier, later in zip(epochs, epochs[1:])):
+        raise ConfigError(f"'progressive_epochs' = {epochs}: each size must begin after the one before it")
+    if epochs[-1] > epoch_size:
+        raise ConfigError(f"'progressive_epochs' = {epochs}: epoch {epochs[-1]} is after the last epoch "
+                          f"('epoch_size' = {epoch_size})")
 
 
 def save_recipe(recipe: Recipe, path: str) -> None:

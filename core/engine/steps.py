@@ -66,15 +66,40 @@ def _average_tensor(decay: float, shadow: Tensor, weight: Tensor) -> Tensor:
 
 
 class WithLoss(nn.Cell):
-    """net + loss as one cell; the loss receives the raw output (a tuple when aux heads are on)."""
+    """net + loss as one cell; the loss receives the raw output (a tuple when aux heads are on).
 
-    def __init__(self, net: nn.Cell, loss_fn: nn.Cell):
+    ``size``: progressive resizing; the images are first resized (bilinear, half-pixel centres, aspect kept)
+    so that their shorter side has ``size`` px.
+    """
+
+    def __init__(self, net: nn.Cell, loss_fn: nn.Cell, size: Optional[int] = None):
         super().__init__(auto_prefix=False)
         self.net = net
         self.loss_fn = loss_fn
+        self.size = size
 
     def construct(self, images: Tensor, labels: Tensor) -> Tensor:
+        if self.size is not None:
+            images = self.resized(images)
         return self.loss_fn(self.net(images), labels)
+
+    def resized(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2], images.shape[-1]
+        short = min(height, width)
+        if short == self.size:
+            return images
+        target = (self.size, max(1, round(width * self.size / short))) if height <= width else \
+            (max(1, round(height * self.size / short)), self.size)
+        return ops.interpolate(images, size=target, mode="bilinear", align_corners=False)
+
+
+def progressive_size(sizes: Sequence[int], epochs: Sequence[int], epoch: int) -> Optional[int]:
+    """The training size of the 0-based ``epoch`` under a progressive-resizing schedule (None: none set)."""
+    size = None
+    for begin, value in zip(epochs, sizes):
+        if epoch + 1 >= begin:
+            size = value
+    return size
 
 
 class StepState:

@@ -88,7 +88,7 @@ class Trainer:
     """Runs a built training job; ``run()`` returns the process exit code."""
 
     def __init__(self, job: TrainingJob):
-        from .steps import EMA, StepState, WithLoss, grad_reducer, stochastic_primitives
+        from .steps import EMA, StepState, grad_reducer, stochastic_primitives
 
         self.job = job
         self.cfg = job.train
@@ -101,7 +101,7 @@ class Trainer:
         self.weights = self.net.trainable_params()
         self.dynamic = job.dynamic_loss_scale
         self.step_state = StepState(self.weights, self.cfg.loss_scale, self.accumulate)
-        self.with_loss = WithLoss(self.net, self.loss_fn)
+        self._with_loss: Dict[Optional[int], Any] = {}
         self.reducer = grad_reducer(self.optimizer.parameters, self.rt.world, self.rt.device)
         self.ema = EMA(self.weights, self.cfg.ema_decay) if self.cfg.ema else None
         self.random_ops = stochastic_primitives(self.net)
@@ -114,21 +114,25 @@ class Trainer:
             self._restore(job.resume)
 
     # ---------------------------------------------------------------- construction
-    def _step_cells(self, seed: int) -> tuple:
-        """(apply, accumulate) cells; rebuilt each epoch when the net has kernel-state random ops, so their
-        streams restart from the epoch's seed (a fresh compile resets kernel state)."""
-        from .steps import TrainStep, reseed
+    def _step_cells(self, seed: int, size: Optional[int]) -> tuple:
+        """(apply, accumulate) cells for training images of ``size`` (progressive resizing; None = as the
+        pipeline gives them); rebuilt each epoch when the net has kernel-state random ops, so their streams
+        restart from the epoch's seed (a fresh compile resets kernel state)."""
+        from .steps import TrainStep, WithLoss, reseed
 
-        if self._steps_cache is not None and not self.random_ops:
-            return self._steps_cache
+        if self._steps_cache is not None and self._steps_cache[0] == size and not self.random_ops:
+            return self._steps_cache[1]
         reseed(self.random_ops, seed)
+        if size not in self._with_loss:
+            self._with_loss[size] = WithLoss(self.net, self.loss_fn, size)
+        with_loss = self._with_loss[size]
         common = dict(accumulate=self.accumulate, clip_value=self.cfg.clip_value if self.cfg.clip_grad else None,
                       dynamic=self.dynamic, skip_overflow=self.cfg.drop_overflow_update, reducer=self.reducer)
-        apply = TrainStep(self.with_loss, self.optimizer, self.step_state, apply=True, **common)
-        accumulate = (TrainStep(self.with_loss, self.optimizer, self.step_state, apply=False, **common)
+        apply = TrainStep(with_loss, self.optimizer, self.step_state, apply=True, **common)
+        accumulate = (TrainStep(with_loss, self.optimizer, self.step_state, apply=False, **common)
                       if self.accumulate > 1 else None)
-        self._steps_cache = (apply, accumulate)
-        return self._steps_cache
+        self._steps_cache = (size, (apply, accumulate))
+        return apply, accumulate
 
     # ---------------------------------------------------------------- state
     def _state_entries(self) -> List[Dict[str, Any]]:
@@ -254,9 +258,12 @@ class Trainer:
     def _epoch(self, epoch: int, stop: Dict[str, int]) -> int:
         import mindspore as ms
 
+        from .steps import progressive_size
+
         cfg, loop = self.cfg, self.loop
         seed = epoch_seed(self.rt.seed, epoch)
-        apply, accumulate = self._step_cells(seed)
+        size = progressive_size(cfg.progressive_sizes, cfg.progressive_epochs, epoch)
+        apply, accumulate = self._step_cells(seed, size)
         pipeline = self.job.batches.pipeline(self.job.train_source, training=True, seed=seed, rank=self.rt.rank,
                                              world=self.rt.world, steps=self.steps)
         skip = loop.step
@@ -296,6 +303,8 @@ class Trainer:
                                   "epoch_seconds": round(elapsed, 3), "img_per_s": round(seen * self.rt.world
                                                                                        / max(elapsed, 1e-9), 2)}
         loop.loss_sum, loop.loss_steps = 0.0, 0
+        if size is not None:
+            record["train_size"] = size
         if overflows:
             record["overflow_steps"] = overflows
         validate = self.job.val_source is not None and (
@@ -340,7 +349,8 @@ class Trainer:
                 p.set_data(value)
 
     def _log_epoch(self, record: Dict[str, Any]) -> None:
-        text = (f"epoch {record['epoch']}/{self.cfg.epoch_size}: train loss {record['train_loss']:.4f}, "
+        size = f" at {record['train_size']} px" if "train_size" in record else ""
+        text = (f"epoch {record['epoch']}/{self.cfg.epoch_size}{size}: train loss {record['train_loss']:.4f}, "
                 f"lr {record['lr']:.6g}, {record['img_per_s']:.1f} img/s, {record['epoch_seconds']:.1f} s")
         if "val_top1" in record:
             text += (f"; validation top-1 {record['val_top1']:.2f}%, top-5 {record['val_top5']:.2f}%, "
