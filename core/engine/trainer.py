@@ -101,7 +101,6 @@ class Trainer:
         self.weights = self.net.trainable_params()
         self.dynamic = job.dynamic_loss_scale
         self.step_state = StepState(self.weights, self.cfg.loss_scale, self.accumulate)
-        self._with_loss: Dict[Optional[int], Any] = {}
         self.reducer = grad_reducer(self.optimizer.parameters, self.rt.world, self.rt.device)
         self.ema = EMA(self.weights, self.cfg.ema_decay) if self.cfg.ema else None
         self.random_ops = stochastic_primitives(self.net)
@@ -123,9 +122,7 @@ class Trainer:
         if self._steps_cache is not None and self._steps_cache[0] == size and not self.random_ops:
             return self._steps_cache[1]
         reseed(self.random_ops, seed)
-        if size not in self._with_loss:
-            self._with_loss[size] = WithLoss(self.net, self.loss_fn, size)
-        with_loss = self._with_loss[size]
+        with_loss = WithLoss(self.net, self.loss_fn, size)
         common = dict(accumulate=self.accumulate, clip_value=self.cfg.clip_value if self.cfg.clip_grad else None,
                       dynamic=self.dynamic, skip_overflow=self.cfg.drop_overflow_update, reducer=self.reducer)
         apply = TrainStep(with_loss, self.optimizer, self.step_state, apply=True, **common)
