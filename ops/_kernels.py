@@ -272,6 +272,21 @@ def bn_infer_op(act: int, alpha: float, eps: float) -> ops.Custom:
     return _custom("BatchNormInfer", lambda _c, x, g, b, m, v: list(x), F32, bprop, **attrs)
 
 
+# ---------------------------------------------------------------- a training step's gradients
+def grad_norm_op(shapes: Tuple[Tuple[int, ...], ...]) -> ops.Custom:
+    """Inputs: the gradients (float32, these shapes) -> stats[2]: (1 if all finite else 0, global L2 norm)."""
+    return _custom("GradNorm", lambda *_grads: [2], F32, shapes=tuple(shapes))
+
+
+def grad_clip_op(shapes: Tuple[Tuple[int, ...], ...]) -> ops.Custom:
+    """Inputs: cfg[1] (the clip norm's bits), GradNorm's stats, the gradients -> the gradients scaled by
+    clip / norm where the norm is finite and at least clip (one output per gradient; a lone one untupled)."""
+    if len(shapes) == 1:
+        return _custom("GradClip", lambda _cfg, _stats, grad: list(grad), F32, shapes=tuple(shapes))
+    return _custom("GradClip", lambda _cfg, _stats, *grads: tuple(list(g) for g in grads), (F32,) * len(shapes),
+                   shapes=tuple(shapes))
+
+
 def pair(v) -> Pair:
     """An int or a 1- or 2-sequence as (h, w)."""
     if isinstance(v, (int, np.integer)):
@@ -281,4 +296,4 @@ def pair(v) -> Pair:
 
 
 __all__ = ["ACT_CODES", "ALGOS", "ConvGeometry", "PoolGeometry", "bits", "bn_cfg", "bn_infer_op", "bn_train_op",
-           "conv_cfg", "conv_op", "grad_from_output", "pair", "pool_op", "pool_out_size", "same_pads"]
+           "conv_cfg", "conv_op", "grad_clip_op", "grad_from_output", "grad_norm_op", "pair", "pool_op", "pool_out_size", "same_pads"]

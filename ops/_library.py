@@ -22,7 +22,8 @@ BLOCK_ENTRIES = ("Conv2dForward", "Conv2dBackwardData", "Conv2dBackwardFilter", 
                  "MaxPoolBackward", "InceptionForward", "InceptionBackward")  # GoogLeNet's blocks
 LAYER_ENTRIES = ("ConvForward", "ConvBackwardData", "ConvBackwardFilter", "PoolForward", "PoolBackward",
                  "BatchNormTrain", "BatchNormTrainBackward", "BatchNormInfer", "BatchNormInferBackward")  # any layer
-ENTRIES = BLOCK_ENTRIES + LAYER_ENTRIES
+STEP_ENTRIES = ("GradNorm", "GradClip")  # a training step's passes over all gradients
+ENTRIES = BLOCK_ENTRIES + LAYER_ENTRIES + STEP_ENTRIES
 
 
 #: an absolute path that replaces the packaged library, e.g. a sanitizer build (ops/csrc/README.md)

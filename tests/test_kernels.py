@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from mindplug._errors import MindplugError
 from mindplug.ops import _library
 
 pytestmark = pytest.mark.skipif(not _library.library_path().is_file(), reason="kernel library not built")
@@ -954,6 +955,93 @@ def test_batchnorm_rejects_bad_arguments():
         call("BatchNormInfer", [cfg, x, np.ones(4, np.float32), c, c, c], [x.shape])
 
 
+# ---------------------------------------------------------------- a training step's gradients (GradNorm, GradClip)
+def _random_grads(rng: np.random.Generator) -> List[np.ndarray]:
+    """1-6 float32 tensors of ranks 1-4; one often larger than a kernel work item (32,768 elements)."""
+    grads = []
+    for _ in range(int(rng.integers(1, 7))):
+        rank = int(rng.integers(1, 5))
+        grads.append((rng.standard_normal(tuple(int(d) for d in rng.integers(1, 9, rank))) *
+                      10.0 ** rng.uniform(-3, 2)).astype(np.float32))
+    if rng.random() < 0.5:
+        grads.insert(int(rng.integers(len(grads) + 1)), rng.standard_normal((70001,)).astype(np.float32))
+    return grads
+
+
+def _norm64(grads: List[np.ndarray]) -> float:
+    return float(np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grad_norm_kernel_matches_numpy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    grads = _random_grads(rng)
+    (stats,) = _library.call("GradNorm", grads, [(2,)])
+    assert stats[0] == 1.0
+    assert stats[1] == pytest.approx(_norm64(grads), rel=1e-6)
+    for bad in (np.inf, -np.inf, np.nan):
+        poisoned = [g.copy() for g in grads]
+        which = int(rng.integers(len(grads)))
+        poisoned[which].reshape(-1)[int(rng.integers(poisoned[which].size))] = bad
+        (stats,) = _library.call("GradNorm", poisoned, [(2,)])
+        assert stats[0] == 0.0 and not np.isfinite(stats[1])
+    huge = [np.full((3, 5), 3e38, np.float32)]  # finite, though the float32 norm overflows
+    (stats,) = _library.call("GradNorm", huge, [(2,)])
+    assert stats[0] == 1.0
+
+
+def test_grad_norm_does_not_depend_on_the_thread_count(threads) -> None:
+    grads = _random_grads(np.random.default_rng(7)) + [np.random.default_rng(8).standard_normal(200000)
+                                                        .astype(np.float32)]
+    norms = []
+    for count in (1, 2, 3):
+        _library.set_num_threads(count)
+        norms.append(_library.call("GradNorm", grads, [(2,)])[0][1])
+    _library.set_num_threads(threads)
+    assert norms[0] == norms[1] == norms[2]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grad_clip_kernel_matches_numpy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    grads = _random_grads(rng)
+    norm = _norm64(grads)
+    for clip in (norm * 0.3, norm * 3.0, norm):
+        (stats,) = _library.call("GradNorm", grads, [(2,)])
+        cfg = np.array([bits(clip)], np.int64)
+        out = _library.call("GradClip", [cfg, stats] + grads, [g.shape for g in grads])
+        factor = clip / float(stats[1]) if float(stats[1]) >= clip else None
+        for g, o in zip(grads, out):
+            if factor is None:
+                np.testing.assert_array_equal(o, g)  # at or under the clip: unchanged, bit for bit
+            else:
+                np.testing.assert_allclose(o, g * np.float32(factor), rtol=1e-6, atol=0)
+        clipped = _norm64(out)
+        assert clipped == pytest.approx(min(norm, clip), rel=1e-5)
+    poisoned = [g.copy() for g in grads]
+    poisoned[0].reshape(-1)[0] = np.nan
+    (stats,) = _library.call("GradNorm", poisoned, [(2,)])
+    out = _library.call("GradClip", [np.array([bits(1e-3)], np.int64), stats] + poisoned, [g.shape for g in grads])
+    for g, o in zip(poisoned, out):  # not finite: left as they are for the overflow check to see
+        np.testing.assert_array_equal(o, g)
+
+
+def test_grad_kernels_refuse_bad_tensors() -> None:
+    good = [np.ones((2, 3), np.float32), np.ones(4, np.float32)]
+    stats = np.array([1.0, 3.0], np.float32)
+    cfg = np.array([bits(1.0)], np.int64)
+    cases = [
+        ("GradNorm", [good[0], np.ones(4, np.float64)], [(2,)], "gradient 1 must be float32"),
+        ("GradNorm", good, [(3,)], "output must be float32 of shape [2]"),
+        ("GradClip", [cfg, stats] + good, [(2, 3), (5,)], "output 1 must have the shape of gradient 1"),
+        ("GradClip", [np.array([bits(0.0)], np.int64), stats] + good, [(2, 3), (4,)], "clip norm must be"),
+        ("GradClip", [cfg, stats] + good, [(2, 3)], "expected cfg, stats, n gradients and n outputs"),
+    ]
+    for entry, inputs, outs, message in cases:
+        with pytest.raises(MindplugError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            _library.call(entry, inputs, outs)
+
+
 # ---------------------------------------------------------------- the exception barrier
 def test_out_of_memory_is_an_error_not_a_crash(threads):
     """With the address space capped, the im2col buffer cannot be allocated (and worker threads may not
@@ -1244,7 +1332,6 @@ def test_color_jitter_matches_numpy_and_pillow(h, w, c, data):
     ((0, 4, 3), [0], [1.0], "out of range"),
 ])
 def test_color_jitter_refuses_bad_arguments(shape, steps, factors, message):
-    from mindplug._errors import MindplugError
 
     with pytest.raises(MindplugError, match=message):
         _library.color_jitter(np.zeros(shape, np.uint8), steps, factors)
@@ -1275,7 +1362,6 @@ def test_color_jitter_images_match_the_single_image_kernel(n, h, w, c, threads, 
     ((1, 4, 4, 2), [0], [[0]], "1 or 3 channels"),
 ])
 def test_color_jitter_images_refuse_bad_arguments(shape, counts, steps, message):
-    from mindplug._errors import MindplugError
 
     steps = np.array(steps, np.int32)
     with pytest.raises(MindplugError, match=message):
@@ -1301,7 +1387,6 @@ def test_normalize_images_match_numpy(n, h, w, c, chw, threads, data):
 
 
 def test_normalize_images_decline_and_refuse():
-    from mindplug._errors import MindplugError
 
     assert _library.normalize_images(np.zeros((1, 2, 2, 3), np.float32), [0.0] * 3, [1.0] * 3, True) is None
     assert _library.normalize_images(np.zeros((1, 2, 2, 3), np.uint8), [0.0], [1.0], True) is None  # 1 != 3
@@ -1328,7 +1413,6 @@ def test_flip_images_matches_numpy(n, channels, rows, cols, axis, dtype, channel
 
 
 def test_flip_images_leaves_other_layouts_to_numpy_and_refuses_bad_indices():
-    from mindplug._errors import MindplugError
 
     assert not _library.flip_images(np.zeros((2, 4, 4, 3), np.float32), np.array([0]), 1)    # not rows/cols
     assert not _library.flip_images(np.zeros((2, 4, 4, 3), np.uint8), np.array([0]), 3, True)  # the channel axis
@@ -1492,7 +1576,6 @@ def test_jpeg_crops_report_files_they_do_not_decode():
 
 @needs_jpeg
 def test_jpeg_crops_refuse_bad_arguments():
-    from mindplug._errors import MindplugError
 
     good = np.frombuffer(jpeg_bytes(smooth_rgb(np.random.default_rng(0), 16, 16)), np.uint8)
     with pytest.raises(MindplugError, match=r"must be \(1, attempts, 4\)"):

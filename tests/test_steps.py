@@ -1,7 +1,8 @@
-"""The compiled training step: its finiteness check, loss scaling and overflow skip."""
+"""The compiled training step: its finiteness check, clipping, loss scaling and overflow skip, with
+MindSpore's ops and with the gradient kernels (GradNorm, GradClip; their numpy tests are in test_kernels)."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import pytest
@@ -51,13 +52,14 @@ def test_all_finite_sums_half_precision_in_float32() -> None:
     assert _finite(grads)
 
 
-def _step(loss_scale: float, *, skip_overflow: bool = False, dynamic: bool = False):
+def _step(loss_scale: float, *, skip_overflow: bool = False, dynamic: bool = False, kernels: bool = False,
+          clip_value: Optional[float] = None):
     ms.set_seed(0)
     net = nn.Dense(4, 3)
     opt = nn.Momentum(net.trainable_params(), learning_rate=0.1, momentum=0.9)
     state = StepState(net.trainable_params(), loss_scale, 1)
     step = TrainStep(WithLoss(net, nn.CrossEntropyLoss()), opt, state, apply=True, skip_overflow=skip_overflow,
-                     dynamic=dynamic)
+                     dynamic=dynamic, kernels=kernels, clip_value=clip_value)
     return net, step
 
 
@@ -81,12 +83,13 @@ def test_fixed_loss_scale_gives_the_unscaled_update() -> None:
         np.testing.assert_allclose(one, scaled, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernels", [False, True], ids=["native", "kernels"])
 @pytest.mark.parametrize("skip", [True, False])
-def test_a_non_finite_step_is_reported_and_skipped_when_asked(skip: bool) -> None:
+def test_a_non_finite_step_is_reported_and_skipped_when_asked(skip: bool, kernels: bool) -> None:
     images = np.random.default_rng(2).standard_normal((8, 4)).astype(np.float32)
     images[3, 1] = np.nan
     labels = Tensor(np.arange(8, dtype=np.int32) % 3)
-    net, step = _step(1.0, skip_overflow=skip)
+    net, step = _step(1.0, skip_overflow=skip, kernels=kernels, clip_value=0.5)
     before = _weights(net)
     _, finite = step(Tensor(images), labels)
     assert not bool(finite.asnumpy())
@@ -137,3 +140,21 @@ def test_progressive_size_follows_the_schedule() -> None:
 
     assert [progressive_size([32, 40, 48], [1, 3, 6], e) for e in range(7)] == [32, 32, 40, 40, 40, 48, 48]
     assert progressive_size([], [], 4) is None
+
+
+@pytest.mark.parametrize("clip", [None, 0.05, 100.0], ids=["no-clip", "clipping", "under-clip"])
+def test_fused_gradient_passes_train_as_the_native_step(mode: str, clip: Optional[float]) -> None:
+    """Three steps with the kernels' norm and clip give MindSpore's clip_by_global_norm weights."""
+    rng = np.random.default_rng(3)
+    batches = [(Tensor(rng.standard_normal((8, 4)).astype(np.float32)), Tensor(np.arange(8, dtype=np.int32) % 3))
+               for _ in range(3)]
+    results = []
+    for kernels in (False, True):
+        net, step = _step(1.0, kernels=kernels, clip_value=clip)
+        assert step.passes.fused is kernels
+        for images, labels in batches:
+            _, finite = step(images, labels)
+            assert bool(finite.asnumpy())
+        results.append(_weights(net))
+    for native, fused in zip(*results):
+        np.testing.assert_allclose(fused, native, rtol=1e-5, atol=1e-7)

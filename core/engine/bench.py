@@ -54,7 +54,8 @@ def measure(job: Any, *, steps: int = 5, which: str = "both") -> List[Dict[str, 
     if which in ("both", "train"):
         state = StepState(net.trainable_params(), job.loss_scale, 1)
         reducer = grad_reducer(job.optimizer.parameters, rt.world, rt.device)
-        step = TrainStep(WithLoss(net, job.loss_fn), job.optimizer, state, apply=True, reducer=reducer)
+        step = TrainStep(WithLoss(net, job.loss_fn), job.optimizer, state, apply=True, reducer=reducer,
+                         clip_value=job.clip_value, kernels=rt.kernels == "kernels")
         net.set_train(True)
         apply_precision(rt, rt.precision)
         result = _measure(step, (job.images, job.labels), steps)

@@ -219,6 +219,7 @@ class BenchJob:
     images: Any
     labels: Any
     loss_scale: float
+    clip_value: Optional[float] = None  # the recipe's clip by global norm (clip_grad), as training does it
 
 
 def bench_job(recipe: Recipe, *, steps: int, train: bool) -> BenchJob:
@@ -243,7 +244,8 @@ def bench_job(recipe: Recipe, *, steps: int, train: bool) -> BenchJob:
         optimizer = build.build_optimizer(s.optimizer, net.trainable_params(),
                                           np.full(steps + 1, s.scheduler.lr, dtype=np.float32), recipe.given)
         _check_optimizer(optimizer)
-    return BenchJob(runtime, model, net, loss_fn, optimizer, images, labels, s.train.loss_scale)
+    return BenchJob(runtime, model, net, loss_fn, optimizer, images, labels, s.train.loss_scale,
+                    s.train.clip_value if s.train.clip_grad else None)
 
 
 def check_data(recipe: Recipe, *, splits: str = "both") -> int:

@@ -60,6 +60,49 @@ def all_finite(grads: Any) -> Tensor:
     return ops.isfinite(ops.addn(ops.HyperMap()(_sum32, grads)))
 
 
+class GradPasses(nn.Cell):
+    """A step's passes over all its gradients: whether they are finite, and the optional clip by global norm.
+
+    On the kernels (``kernels=True``, float32 weights) one kernel computes the global norm and finiteness of
+    all gradients and one scales them: MindSpore's composition launches several ops per gradient tensor,
+    which costs a CPU step more than the arithmetic. Elsewhere ``all_finite`` and ``ops.clip_by_global_norm``.
+    """
+
+    def __init__(self, weights: Sequence[Parameter], clip_value: Optional[float], kernels: bool):
+        super().__init__(auto_prefix=False)
+        self.clip = clip_value is not None
+        self.clip_value = float(clip_value or 1.0)
+        # a 0-d output of an AOT op leaves a GRAPH as a Python float, not a tensor the optimizer can take
+        self.fused = bool(kernels) and len(weights) > 0 and all(w.dtype == ms.float32 and len(w.shape) > 0
+                                                                 for w in weights)
+        if self.fused:
+            from mindplug.ops._kernels import bits, grad_clip_op, grad_norm_op
+
+            shapes = tuple(tuple(int(d) for d in w.shape) for w in weights)
+            self.norm_op = grad_norm_op(shapes)
+            self.clip_op = grad_clip_op(shapes) if self.clip else None
+            self.single = len(shapes) == 1
+            self.clip_cfg = Tensor(np.array([bits(self.clip_value)], np.int64))
+
+    def finite(self, grads: Any) -> Tensor:
+        if self.fused:
+            return self.norm_op(*grads)[0] > 0.5
+        return all_finite(grads)
+
+    def construct(self, grads: Any) -> Any:
+        """(the gradients, clipped if asked, and whether they were all finite)"""
+        if not self.fused:
+            finite = all_finite(grads)
+            if self.clip:
+                grads = ops.clip_by_global_norm(grads, self.clip_value)
+            return grads, finite
+        stats = self.norm_op(*grads)
+        if self.clip:
+            clipped = self.clip_op(self.clip_cfg, stats, *grads)
+            grads = (clipped,) if self.single else clipped
+        return grads, stats[0] > 0.5
+
+
 @_average.register("Number", "Tensor", "Tensor")
 def _average_tensor(decay: float, shadow: Tensor, weight: Tensor) -> Tensor:
     return ops.assign(shadow, shadow * decay + weight * (1.0 - decay))
@@ -127,7 +170,7 @@ class TrainStep(nn.Cell):
 
     def __init__(self, with_loss: nn.Cell, optimizer: nn.Optimizer, state: StepState, *, apply: bool,
                  accumulate: int = 1, clip_value: Optional[float] = None, dynamic: bool = False,
-                 skip_overflow: bool = False, reducer: Optional[nn.Cell] = None):
+                 skip_overflow: bool = False, reducer: Optional[nn.Cell] = None, kernels: bool = False):
         super().__init__(auto_prefix=False)
         self.with_loss = with_loss
         self.optimizer = optimizer
@@ -141,8 +184,7 @@ class TrainStep(nn.Cell):
         self.apply = apply
         self.accumulate = accumulate
         self.inv_accumulate = 1.0 / accumulate
-        self.clip = clip_value is not None
-        self.clip_value = float(clip_value or 1.0)
+        self.passes = GradPasses(self.weights, clip_value, kernels)
         self.dynamic = dynamic
         self.skip_overflow = skip_overflow or dynamic
         self.reducer = reducer
@@ -159,12 +201,10 @@ class TrainStep(nn.Cell):
         if self.buffers is not None:
             if not self.apply:
                 loss = ops.depend(loss, self.hyper_map(_add_into, self.buffers, grads))
-                return loss, all_finite(grads)
+                return loss, self.passes.finite(grads)
             grads = self.hyper_map(ops.partial(_mean_with, self.inv_accumulate), self.buffers, grads)
             grads = ops.depend(grads, self.hyper_map(_zero, self.buffers))
-        finite = all_finite(grads)
-        if self.clip:
-            grads = ops.clip_by_global_norm(grads, self.clip_value)
+        grads, finite = self.passes(grads)
         if self.dynamic:
             loss = ops.depend(loss, self._adjust(finite))
         if self.skip_overflow:

@@ -124,7 +124,8 @@ class Trainer:
         reseed(self.random_ops, seed)
         with_loss = WithLoss(self.net, self.loss_fn, size)
         common = dict(accumulate=self.accumulate, clip_value=self.cfg.clip_value if self.cfg.clip_grad else None,
-                      dynamic=self.dynamic, skip_overflow=self.cfg.drop_overflow_update, reducer=self.reducer)
+                      dynamic=self.dynamic, skip_overflow=self.cfg.drop_overflow_update, reducer=self.reducer,
+                      kernels=self.rt.kernels == "kernels")
         apply = TrainStep(with_loss, self.optimizer, self.step_state, apply=True, **common)
         accumulate = (TrainStep(with_loss, self.optimizer, self.step_state, apply=False, **common)
                       if self.accumulate > 1 else None)
