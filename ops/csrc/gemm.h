@@ -11,6 +11,8 @@ const char *gemm_backend();
 // always computes in fp32 (Winograd, whose transforms would amplify bf16 rounding).
 int precision();
 bool bf16_available();
+// True when the bf16 GEMMs run on AMX tiles (the CPU has them, Linux grants them, the tests did not turn them off).
+bool amx_in_use();
 bool sgemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void sgemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,

@@ -473,10 +473,12 @@ bool amx_available() {
   return cpu && bf16_available();
 }
 
+bool amx_in_use() { return amx_available() && !g_amx_off.load(std::memory_order_relaxed); }
+
 bool sgemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
   if (!bf16_available()) return false;
-  if (amx_available() && !g_amx_off.load(std::memory_order_relaxed))
+  if (amx_in_use())
     return amx_bf16_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   return own_bf16_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
@@ -505,7 +507,7 @@ MP_EXPORT int MindplugBf16Available() {
 MP_EXPORT const char *MindplugBf16Kernel() {
   try {
     if (!mp::bf16_available()) return "none";
-    return mp::amx_available() && !mp::g_amx_off.load(std::memory_order_relaxed) ? "amx" : "avx512_bf16";
+    return mp::amx_in_use() ? "amx" : "avx512_bf16";
   } catch (...) {
     return "none";
   }
